@@ -1,0 +1,506 @@
+"""The TPM 2.0 core: sans-I/O, ``Tpm.execute(command, locality) -> response``.
+
+Clock, entropy and storage are injected (:class:`Platform`), so tests can freeze time, seed the
+randomness and fail storage. Nothing here opens a socket or a file.
+
+Command processing follows Part 3 §5 ("Command processing") and Part 1 §18:
+
+1. header: tag (TPM_RC_BAD_TAG), size (TPM_RC_COMMAND_SIZE), command code (TPM_RC_COMMAND_CODE);
+   before TPM2_Startup every command but Startup is TPM_RC_INITIALIZE; in failure mode only
+   GetTestResult and GetCapability run.
+2. handles: TPMI type checks (format-1 code + handle number), then lookup of the entity.
+3. authorization area (tag TPM_ST_SESSIONS): sizes, sessions, one per authorized handle.
+4. parameters, each unmarshalled in turn (format-1 code + parameter number); bytes left over
+   are TPM_RC_SIZE.
+5. authorization checks (password now; HMAC and policy sessions plug in at
+   :meth:`Tpm._authorize`), then the handler.
+6. if the command changed persistent data, commit the permanent blob *before* responding.
+
+No exception escapes :meth:`Tpm.execute`: TpmError becomes its code, anything else
+TPM_RC_FAILURE with the traceback logged, and the TPM keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+import io
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .constants import CC, RC, RH, SU, HT, ST, SessionAttr
+from .crypto import Drbg
+from .errors import TpmError, for_handle, for_parameter, for_session
+from .pcr import PcrBanks
+from .registry import COMMANDS, Auth, CommandSpec
+from .state import (SU_NONE, BlobKind, PersistentData, SavedState, StateClearData, StateError,
+                    StateResetData, VolatileData, decode_blob, encode_blob)
+from .wire import TPMS_AUTH_COMMAND, parse_stream
+
+log = logging.getLogger("swtpm_py.tpm")
+
+#: Largest command and response the TPM accepts/produces (TPM_PT_MAX_COMMAND/RESPONSE_SIZE).
+MAX_COMMAND_SIZE = 4096
+MAX_RESPONSE_SIZE = 4096
+#: Part 1 §18.1: at most three sessions per command.
+MAX_SESSIONS = 3
+#: Seeds and proofs are the size of the largest digest (Part 1 §14.3 / PROOF_SIZE).
+SEED_SIZE = 64
+
+#: Commands accepted in failure mode (Part 1 §9.4.3.2 / Part 3 §10.4).
+FAILURE_MODE_COMMANDS = {CC.GetTestResult, CC.GetCapability}
+
+
+class StateStorage(Protocol):
+    """Where the three state blobs live. ``store`` must be durable when it returns."""
+
+    def load(self, kind: BlobKind) -> bytes | None:
+        """The stored blob of ``kind``, or None when there is none."""
+
+    def store(self, kind: BlobKind, data: bytes) -> None:
+        """Durably replace the blob of ``kind`` (raises OSError on failure)."""
+
+    def delete(self, kind: BlobKind) -> None:
+        """Remove the blob of ``kind`` if present."""
+
+
+class MemoryStorage:
+    """A :class:`StateStorage` in a dict, for tests and embedding."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[BlobKind, bytes] = {}
+        #: Set to an exception to make the next ``store`` calls fail (fault injection).
+        self.fail_with: Exception | None = None
+
+    def load(self, kind: BlobKind) -> bytes | None:
+        """See :class:`StateStorage`."""
+        return self.blobs.get(kind)
+
+    def store(self, kind: BlobKind, data: bytes) -> None:
+        """See :class:`StateStorage`."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.blobs[kind] = bytes(data)
+
+    def delete(self, kind: BlobKind) -> None:
+        """See :class:`StateStorage`."""
+        self.blobs.pop(kind, None)
+
+
+def monotonic_ms() -> int:
+    """Default clock: milliseconds from a monotonic source."""
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass
+class Platform:
+    """What the TPM gets from its platform: storage, a millisecond clock and entropy."""
+
+    storage: StateStorage = field(default_factory=MemoryStorage)
+    clock: Callable[[], int] = monotonic_ms
+    entropy: Callable[[int], bytes] = os.urandom
+
+
+@dataclass
+class CommandContext:
+    """What a handler may know about the command being executed."""
+
+    tpm: "Tpm"
+    code: int
+    locality: int
+    #: The entity authorized in each handle slot (None for handles without authorization).
+    authorized: list[int | None] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    """One parsed entry of the authorization area."""
+
+    handle: int
+    nonce: bytes
+    attributes: int
+    hmac: bytes
+
+
+def error_response(rc: int) -> bytes:
+    """A response carrying only ``rc`` (Part 1 §18.10: always tag TPM_ST_NO_SESSIONS)."""
+    return struct.pack(">HII", ST.NO_SESSIONS, 10, rc)
+
+
+_PASSWORD_RESPONSE = b"\x00\x00" + bytes([SessionAttr.CONTINUE_SESSION]) + b"\x00\x00"
+
+
+class Tpm:
+    """A TPM 2.0. Call :meth:`power_on` (``_TPM_Init``), then :meth:`execute` commands."""
+
+    def __init__(self, platform: Platform | None = None) -> None:
+        self.platform = platform or Platform()
+        self.perm = PersistentData()
+        self.vol = VolatileData()
+        self.pcrs = PcrBanks({})
+        self.drbg = Drbg(self.platform.entropy)
+        #: Why the TPM is in failure mode, or None when it is not.
+        self.failure: str | None = None
+        self.powered = False
+        self._committed_perm: bytes = b""
+        self._clock_base = 0
+        self._clock_start = 0
+        self._time_start = 0
+        #: Code of the last command executed (for the swtpm control channel's auto-shutdown).
+        self.last_command: int | None = None
+
+    # ------------------------------------------------------------------ power and state
+
+    def power_on(self, *, delete_volatile: bool = False) -> None:
+        """``_TPM_Init``: load the permanent state (manufacturing the TPM on first use) and,
+        when a volatile blob exists, resume exactly where it left off (swtpm semantics)."""
+        self.failure = None
+        self.drbg = Drbg(self.platform.entropy)
+        storage = self.platform.storage
+        blob = storage.load(BlobKind.PERMANENT)
+        if blob is None:
+            self._manufacture()
+        else:
+            try:
+                self.perm = decode_blob(BlobKind.PERMANENT, blob, PersistentData)
+            except StateError as exc:
+                self._enter_failure(f"permanent state unreadable: {exc}")
+                self.powered = True
+                return
+            self._committed_perm = blob
+        now = self.platform.clock()
+        self._clock_base, self._clock_start, self._time_start = self.perm.clock, now, now
+        self.vol = VolatileData(pcr_banks=list(self.perm.pcr_allocation))
+        self.pcrs = PcrBanks.fresh(self.vol.pcr_banks)
+        vblob = storage.load(BlobKind.VOLATILE)
+        if vblob is not None:
+            try:
+                self._restore_volatile(decode_blob(BlobKind.VOLATILE, vblob, VolatileData))
+            except StateError as exc:
+                self._enter_failure(f"volatile state unreadable: {exc}")
+            if delete_volatile:
+                storage.delete(BlobKind.VOLATILE)
+        self.last_command = None
+        self.powered = True
+
+    def _manufacture(self) -> None:
+        """First power-on: new seeds and proofs (Part 1 §14.3), committed at once."""
+        rand = self.drbg.generate
+        self.perm = PersistentData(
+            eps=rand(SEED_SIZE), sps=rand(SEED_SIZE), pps=rand(SEED_SIZE),
+            eh_proof=rand(SEED_SIZE), sh_proof=rand(SEED_SIZE), ph_proof=rand(SEED_SIZE),
+            # A new TPM counts as orderly: its first Startup is no attack on the DA logic.
+            orderly_state=SU.CLEAR,
+        )
+        self._commit_permanent()
+
+    def _restore_volatile(self, vol: VolatileData) -> None:
+        self.vol = vol
+        self.pcrs = PcrBanks(vol.pcrs)
+        vol.pcrs = {}
+        now = self.platform.clock()
+        self._clock_base, self._clock_start = vol.clock, now
+        self._time_start = now - vol.time
+
+    def volatile_blob(self) -> bytes:
+        """The volatile blob: the whole RAM state of the TPM (swtpm's volatile state)."""
+        self.vol.pcrs = self.pcrs.values
+        self.vol.clock = self.clock_ms()
+        self.vol.time = self.time_ms()
+        try:
+            return encode_blob(BlobKind.VOLATILE, self.vol)
+        finally:
+            self.vol.pcrs = {}
+
+    def permanent_blob(self) -> bytes:
+        """The permanent blob as last committed."""
+        return self._committed_perm
+
+    def _commit_permanent(self) -> None:
+        """Write the permanent blob through storage before the response leaves (DESIGN.md).
+
+        On a storage failure the in-memory persistent data goes back to the last committed
+        copy and the TPM enters failure mode: nothing unacknowledged is ever reported done.
+        """
+        if self.powered:
+            self.perm.clock = self.clock_ms()
+        blob = encode_blob(BlobKind.PERMANENT, self.perm)
+        if blob == self._committed_perm:
+            return
+        try:
+            self.platform.storage.store(BlobKind.PERMANENT, blob)
+        except Exception as exc:  # noqa: BLE001 - any storage failure means failure mode
+            log.error("committing permanent state failed: %s", exc)
+            if self._committed_perm:
+                self.perm = decode_blob(BlobKind.PERMANENT, self._committed_perm, PersistentData)
+            self._enter_failure(f"storage failure: {exc}")
+            raise TpmError(RC.FAILURE, detail="storage failure") from None
+        self._committed_perm = blob
+
+    def _enter_failure(self, reason: str) -> None:
+        log.error("TPM enters failure mode: %s", reason)
+        self.failure = reason
+
+    # ------------------------------------------------------------------ clock
+
+    def clock_ms(self) -> int:
+        """TPMS_CLOCK_INFO.clock: ms the TPM has been powered, persisted across power loss."""
+        return self._clock_base + (self.platform.clock() - self._clock_start)
+
+    def set_clock(self, value: int) -> None:
+        """Move Clock to ``value`` ms (TPM2_ClockSet)."""
+        self._clock_base, self._clock_start = value, self.platform.clock()
+
+    def time_ms(self) -> int:
+        """TPMS_TIME_INFO.time: ms since the last _TPM_Init."""
+        return self.platform.clock() - self._time_start
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def startup(self, startup_type: int) -> None:
+        """TPM2_Startup (Part 3 §9.3; Part 1 §12.2): TPM Reset, Restart or Resume."""
+        if self.vol.started:
+            raise TpmError(RC.INITIALIZE, detail="TPM already started")
+        storage = self.platform.storage
+        saved: SavedState | None = None
+        raw = storage.load(BlobKind.SAVESTATE)
+        if raw is not None and self.perm.orderly_state == SU.STATE:
+            try:
+                saved = decode_blob(BlobKind.SAVESTATE, raw, SavedState)
+            except StateError as exc:
+                log.warning("ignoring savestate: %s", exc)
+        orderly = self.perm.orderly_state != SU_NONE
+        if startup_type == SU.STATE and saved is None:
+            # Part 3 §9.3.1: Startup(STATE) needs a preceding Shutdown(STATE).
+            raise TpmError(RC.VALUE, parameter=1, detail="no saved state to resume")
+        banks = list(self.perm.pcr_allocation)
+        if saved is None:  # TPM Reset
+            self.perm.reset_count += 1
+            state_reset = StateResetData(null_proof=self.drbg.generate(SEED_SIZE),
+                                         null_seed=self.drbg.generate(SEED_SIZE))
+            state_clear = StateClearData()
+        else:
+            state_reset = saved.state_reset
+            state_reset.restart_count += 1
+            banks = self.vol.pcr_banks or banks
+            state_clear = saved.state_clear if startup_type == SU.STATE else StateClearData()
+        pcrs = PcrBanks.fresh(banks)
+        if saved is not None and startup_type == SU.STATE:
+            pcrs.restore_saved(saved.pcrs)
+        if not orderly:
+            # Part 1 §36.8 (DA) and §36.4 (Clock): an unorderly shutdown may be an attack on the DA logic, and Clock
+            # may have lost time.
+            self.vol.clock_safe = False
+            if self.perm.recovery_time and self.perm.failed_tries < self.perm.max_tries:
+                self.perm.failed_tries += 1
+        self.vol = VolatileData(started=True, ph_enable=True, pcr_banks=banks,
+                                state_clear=state_clear, state_reset=state_reset,
+                                clock_safe=self.vol.clock_safe,
+                                established=self.vol.established,
+                                self_tested=self.vol.self_tested)
+        self.pcrs = pcrs
+        self.perm.orderly_state = SU_NONE
+        storage.delete(BlobKind.SAVESTATE)
+
+    def shutdown(self, shutdown_type: int) -> None:
+        """TPM2_Shutdown (Part 3 §9.4): record an orderly shutdown; STATE saves what the next
+        Startup(STATE) resumes."""
+        if shutdown_type == SU.STATE:
+            saved = SavedState(state_clear=self.vol.state_clear,
+                               state_reset=self.vol.state_reset, pcrs=self.pcrs.saved())
+            self.platform.storage.store(BlobKind.SAVESTATE, encode_blob(BlobKind.SAVESTATE, saved))
+        self.perm.orderly_state = shutdown_type
+
+    # ------------------------------------------------------------------ dispatch
+
+    def execute(self, command: bytes, locality: int = 0) -> bytes:
+        """Execute one TPM command and return its response. Never raises."""
+        try:
+            response = self._dispatch(bytes(command), locality)
+        except TpmError as exc:
+            response = error_response(exc.rc)
+        except Exception:  # noqa: BLE001 - the contract: no exception reaches the wire
+            log.exception("internal error executing command %s", command[:10].hex())
+            response = error_response(RC.FAILURE)
+        return response
+
+    def _dispatch(self, cmd: bytes, locality: int) -> bytes:
+        if len(cmd) < 10:
+            raise TpmError(RC.COMMAND_SIZE, detail="command shorter than its header")
+        tag, size, code = struct.unpack_from(">HII", cmd)
+        if tag not in (ST.NO_SESSIONS, ST.SESSIONS):
+            raise TpmError(RC.BAD_TAG)
+        if size != len(cmd) or size > MAX_COMMAND_SIZE:
+            raise TpmError(RC.COMMAND_SIZE, detail=f"size field {size}, got {len(cmd)} bytes")
+        if self.failure is not None and code not in FAILURE_MODE_COMMANDS:
+            raise TpmError(RC.FAILURE, detail=self.failure)
+        if not self.vol.started and code != CC.Startup and self.failure is None:
+            raise TpmError(RC.INITIALIZE)
+        spec = COMMANDS.get(code)
+        if spec is None:
+            raise TpmError(RC.COMMAND_CODE, detail=f"command 0x{code:x} not implemented")
+        stream = io.BytesIO(cmd)
+        stream.seek(10)
+        handles = self._parse_handles(spec, stream, size)
+        sessions = self._parse_sessions(spec, tag, stream, size)
+        params = self._parse_params(spec, stream, size)
+        ctx = CommandContext(self, code, locality)
+        self._authorize(ctx, spec, handles, sessions)
+        self.last_command = code
+        try:
+            result = spec.handler(ctx, *handles, *params)
+        except TpmError:
+            if spec.nv:
+                self._rollback_permanent()
+            raise
+        if spec.nv:
+            if code not in (CC.Startup, CC.Shutdown):
+                # Part 3 §9.4.1: a command that changes NV after Shutdown cancels it.
+                self.perm.orderly_state = SU_NONE
+            self._commit_permanent()
+        return self._build_response(spec, tag, result, sessions)
+
+    def _rollback_permanent(self) -> None:
+        """A failed NV command leaves persistent data as last committed."""
+        if self._committed_perm and encode_blob(BlobKind.PERMANENT, self.perm) != self._committed_perm:
+            self.perm = decode_blob(BlobKind.PERMANENT, self._committed_perm, PersistentData)
+
+    def _parse_handles(self, spec: CommandSpec, stream: io.BytesIO, size: int) -> list[int]:
+        handles: list[int] = []
+        for n, hspec in enumerate(spec.handles, start=1):
+            raw = stream.read(4)
+            if len(raw) < 4:
+                raise TpmError(RC.INSUFFICIENT, detail="handle area truncated")
+            handle = int.from_bytes(raw, "big")
+            try:
+                hspec.check(handle)
+                self.check_handle_loaded(handle)
+            except TpmError as exc:
+                raise TpmError(for_handle(exc.rc, n), detail=exc.detail) from None
+            handles.append(handle)
+        return handles
+
+    def check_handle_loaded(self, handle: int) -> None:
+        """Part 3 §5.6.2: a handle must reference a loaded entity (TPM_RC_HANDLE), and a
+        hierarchy handle an enabled hierarchy (TPM_RC_HIERARCHY)."""
+        htype = handle >> 24
+        if htype == HT.PCR:
+            return
+        if htype == HT.PERMANENT:
+            if handle in (RH.OWNER,) and not self.vol.state_clear.sh_enable:
+                raise TpmError(RC.HIERARCHY)
+            if handle == RH.ENDORSEMENT and not self.vol.state_clear.eh_enable:
+                raise TpmError(RC.HIERARCHY)
+            if handle == RH.PLATFORM and not self.vol.ph_enable:
+                raise TpmError(RC.HIERARCHY)
+            if handle in (RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM, RH.LOCKOUT, RH.NULL,
+                          RH.PLATFORM_NV):
+                return
+        raise TpmError(RC.HANDLE, detail=f"handle 0x{handle:08x} not loaded")
+
+    def _parse_sessions(self, spec: CommandSpec, tag: int, stream: io.BytesIO,
+                        size: int) -> list[_Session]:
+        if tag == ST.NO_SESSIONS:
+            if spec.auth_count:
+                raise TpmError(RC.AUTH_MISSING)
+            return []
+        raw = stream.read(4)
+        if len(raw) < 4:
+            raise TpmError(RC.AUTHSIZE)
+        auth_size = int.from_bytes(raw, "big")
+        start = stream.tell()
+        # Part 1 §18.7: the smallest session is 9 octets; the area must fit in the command.
+        if auth_size < 9 or start + auth_size > size:
+            raise TpmError(RC.AUTHSIZE)
+        area = io.BytesIO(stream.read(auth_size))
+        sessions: list[_Session] = []
+        while area.tell() < auth_size:
+            if len(sessions) == MAX_SESSIONS:
+                raise TpmError(RC.AUTHSIZE, detail="more than three sessions")
+            n = len(sessions) + 1
+            try:
+                s = parse_stream(TPMS_AUTH_COMMAND, area)
+            except TpmError as exc:
+                raise TpmError(for_session(exc.rc, n)) from None
+            sessions.append(_Session(s.sessionHandle, s.nonce, s.sessionAttributes, s.hmac))
+        if len(sessions) < spec.auth_count:
+            raise TpmError(RC.AUTH_MISSING)
+        return sessions
+
+    def _parse_params(self, spec: CommandSpec, stream: io.BytesIO, size: int) -> list[Any]:
+        params = []
+        for n, con in enumerate(spec.params, start=1):
+            try:
+                params.append(parse_stream(con, stream))
+            except TpmError as exc:
+                raise TpmError(for_parameter(exc.rc, n), detail=exc.detail) from None
+        if stream.tell() != size:
+            raise TpmError(RC.SIZE, detail="bytes left after the last parameter")
+        return params
+
+    def auth_value(self, handle: int) -> bytes:
+        """The authValue of the entity ``handle`` refers to (Part 1 §19.6)."""
+        sc = self.vol.state_clear
+        values = {
+            RH.OWNER: self.perm.owner_auth,
+            RH.ENDORSEMENT: self.perm.endorsement_auth,
+            RH.LOCKOUT: self.perm.lockout_auth,
+            RH.PLATFORM: sc.platform_auth,
+        }
+        if handle in values:
+            return values[handle]
+        if handle >> 24 == HT.PCR:
+            return sc.pcr_auth.get(handle, b"")
+        return b""
+
+    def _authorize(self, ctx: CommandContext, spec: CommandSpec, handles: list[int],
+                   sessions: list[_Session]) -> None:
+        """Check one session per authorized handle, in handle order (Part 1 §19.6).
+
+        Password sessions (TPM_RS_PW) are checked here. HMAC and policy sessions are the
+        sessions module's to add: until it exists, such a session handle is not loaded.
+        """
+        auth_handles = [h for h, hs in zip(handles, spec.handles) if hs.auth is not Auth.NONE]
+        for n, s in enumerate(sessions, start=1):
+            if s.handle != RH.PW:
+                htype = s.handle >> 24
+                if htype in (HT.HMAC_SESSION, HT.POLICY_SESSION):
+                    raise TpmError(RC.REFERENCE_S0 + n - 1, detail="session not loaded")
+                raise TpmError(for_session(RC.HANDLE, n), detail="not a session handle")
+            if n > len(auth_handles):
+                # Part 1 §19.8.4: a password session must authorize a handle.
+                raise TpmError(RC.AUTH_CONTEXT)
+            if s.nonce:
+                raise TpmError(for_session(RC.NONCE, n))
+            if s.attributes & ~int(SessionAttr.CONTINUE_SESSION):
+                raise TpmError(for_session(RC.ATTRIBUTES, n))
+            expected = self.auth_value(auth_handles[n - 1]).rstrip(b"\x00")
+            if not _hmac.compare_digest(expected, s.hmac.rstrip(b"\x00")):
+                raise TpmError(for_session(RC.AUTH_FAIL, n))
+        ctx.authorized = auth_handles
+
+    def _build_response(self, spec: CommandSpec, tag: int, result: Any,
+                        sessions: list[_Session]) -> bytes:
+        if result is None:
+            values: tuple = ()
+        elif isinstance(result, tuple):
+            values = result
+        else:
+            values = (result,)
+        handle_area = b""
+        if spec.response_handle:
+            handle_area, values = struct.pack(">I", values[0]), values[1:]
+        params = b"".join(con.build(v) for con, v in zip(spec.response, values))
+        if tag == ST.SESSIONS:
+            body = (handle_area + struct.pack(">I", len(params)) + params
+                    + _PASSWORD_RESPONSE * len(sessions))
+        else:
+            body = handle_area + params
+        if len(body) + 10 > MAX_RESPONSE_SIZE:
+            raise TpmError(RC.FAILURE, detail="response too large")
+        return struct.pack(">HII", tag, len(body) + 10, RC.SUCCESS) + body
+
+

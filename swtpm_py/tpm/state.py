@@ -1,0 +1,258 @@
+"""The TPM's state, grouped as Part 1 §37 groups it, and its three blobs.
+
+* :class:`PersistentData` — Part 1 "persistent data" (seeds, proofs, hierarchy auths and
+  policies, counters, clock, allocation, orderly flag). It is the *permanent* blob and is
+  committed before the response of any command that changed it.
+* :class:`StateClearData` / :class:`StateResetData` — what Shutdown(STATE) preserves; together
+  with the saved PCRs they form the *savestate* blob (consumed by the next Startup).
+* :class:`VolatileData` — everything in RAM, so that a stopped TPM can carry on exactly where it
+  was (swtpm's *volatile* blob: STORE_VOLATILE, GET_STATEBLOB, migration).
+
+Blob format (never pickle): a header declared with construct — magic ``swtpmpy\\0``, kind, format
+version, body length and SHA-256 of the body — then a canonical JSON body (sorted keys, no
+spaces, bytes as hex). The body is self-describing and readable by humans; serialising the
+same state twice gives the same bytes. A reader accepts every format version up to its own and
+fills fields that an older version did not have with their defaults; a newer version is
+refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import construct as c
+
+from .constants import ALG
+
+#: Bumped when a field changes meaning; adding a field with a default does not bump it.
+FORMAT_VERSION = 1
+MAGIC = b"swtpmpy\x00"
+
+#: The orderly-state value that means "no orderly shutdown happened" (Part 1 §37.7.3).
+SU_NONE = 0xFFFF
+
+
+class BlobKind(enum.IntEnum):
+    """The three state blobs, numbered as swtpm's GET/SET_STATEBLOB types."""
+
+    PERMANENT = 1
+    VOLATILE = 2
+    SAVESTATE = 3
+
+
+class StateError(Exception):
+    """A state blob cannot be read: wrong magic, kind, version, checksum or content."""
+
+
+BLOB_HEADER = c.Struct(
+    "magic" / c.Const(MAGIC),
+    "kind" / c.Int8ub,
+    "version" / c.Int16ub,
+    "length" / c.Int32ub,
+    "sha256" / c.Bytes(32),
+)
+
+
+@dataclass
+class Policy:
+    """An authPolicy: hash algorithm and digest (TPM_ALG_NULL and empty when unset)."""
+
+    alg: int = ALG.NULL
+    digest: bytes = b""
+
+
+@dataclass
+class PersistentData:
+    """Part 1 §37.7 persistent data: lives in NV, i.e. the permanent blob."""
+
+    eps: bytes = b""
+    sps: bytes = b""
+    pps: bytes = b""
+    eh_proof: bytes = b""
+    sh_proof: bytes = b""
+    ph_proof: bytes = b""
+    owner_auth: bytes = b""
+    endorsement_auth: bytes = b""
+    lockout_auth: bytes = b""
+    owner_policy: Policy = field(default_factory=Policy)
+    endorsement_policy: Policy = field(default_factory=Policy)
+    lockout_policy: Policy = field(default_factory=Policy)
+    disable_clear: bool = False
+    #: Part 2 §10.11.1 resetCount: TPM Resets since the last TPM2_Clear.
+    reset_count: int = 0
+    #: Clock (ms) as last written to NV; Clock continues from here after power loss.
+    clock: int = 0
+    #: Shutdown type of the last orderly shutdown, or SU_NONE.
+    orderly_state: int = SU_NONE
+    #: Banks allocated for the next TPM Reset (TPM2_PCR_Allocate takes effect then).
+    pcr_allocation: list[int] = field(
+        default_factory=lambda: [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512])
+    audit_hash_alg: int = ALG.NULL
+    audit_commands: list[int] = field(default_factory=list)
+    failed_tries: int = 0
+    max_tries: int = 3
+    recovery_time: int = 1000
+    lockout_recovery: int = 1000
+
+
+@dataclass
+class StateClearData:
+    """Part 1 §37.8 state-clear data: reset by TPM Reset and TPM Restart, kept by TPM Resume."""
+
+    sh_enable: bool = True
+    eh_enable: bool = True
+    ph_enable_nv: bool = True
+    platform_auth: bytes = b""
+    platform_policy: Policy = field(default_factory=Policy)
+    #: authValue of the PCRs that have one, by PCR index (TPM2_PCR_SetAuthValue).
+    pcr_auth: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class StateResetData:
+    """Part 1 §37.9 state-reset data: reset by TPM Reset, kept by TPM Restart and Resume."""
+
+    null_proof: bytes = b""
+    null_seed: bytes = b""
+    clear_count: int = 0
+    #: Part 2 §10.11.1 restartCount: TPM Restarts/Resumes since the last TPM Reset.
+    restart_count: int = 0
+    #: pcrUpdateCounter reported by PCR_Read (Part 3 §22.4).
+    pcr_counter: int = 0
+    object_context_id: int = 0
+    context_counter: int = 0
+    command_audit_digest: bytes = b""
+
+
+@dataclass
+class SavedState:
+    """What Shutdown(STATE) writes for the next Startup (the savestate blob)."""
+
+    state_clear: StateClearData = field(default_factory=StateClearData)
+    state_reset: StateResetData = field(default_factory=StateResetData)
+    #: Values of the PCRs with the stateSave attribute, by bank algorithm.
+    pcrs: dict[int, list[bytes]] = field(default_factory=dict)
+
+
+@dataclass
+class VolatileData:
+    """The RAM state of a running TPM (the volatile blob)."""
+
+    started: bool = False
+    ph_enable: bool = True
+    #: Banks in use since the last TPM Reset.
+    pcr_banks: list[int] = field(default_factory=list)
+    pcrs: dict[int, list[bytes]] = field(default_factory=dict)
+    state_clear: StateClearData = field(default_factory=StateClearData)
+    state_reset: StateResetData = field(default_factory=StateResetData)
+    #: Clock (ms) at the moment the blob was made; a restored TPM continues from here.
+    clock: int = 0
+    #: Time (ms since _TPM_Init) at the moment the blob was made.
+    time: int = 0
+    clock_safe: bool = True
+    established: bool = False
+    self_tested: bool = False
+
+
+T = TypeVar("T")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Turn a state dataclass (recursively) into JSON-compatible values: bytes become hex."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, list):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(int(k)) if isinstance(k, int) else k: to_jsonable(v) for k, v in obj.items()}
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def from_jsonable(tp: Any, data: Any) -> Any:
+    """Rebuild a value of type ``tp`` from :func:`to_jsonable` output; missing dataclass fields
+    keep their defaults (older format versions)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise StateError(f"{tp.__name__}: expected an object")
+        hints = typing.get_type_hints(tp)
+        kwargs = {f.name: from_jsonable(hints[f.name], data[f.name])
+                  for f in dataclasses.fields(tp) if f.name in data}
+        return tp(**kwargs)
+    if tp is bytes:
+        if not isinstance(data, str):
+            raise StateError("expected hex")
+        return bytes.fromhex(data)
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise StateError("expected a boolean")
+        return data
+    if tp is int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise StateError("expected an integer")
+        return data
+    if tp is str:
+        if not isinstance(data, str):
+            raise StateError("expected a string")
+        return data
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(data, list):
+            raise StateError("expected a list")
+        return [from_jsonable(item, v) for v in data]
+    if origin is dict:
+        key_t, val_t = typing.get_args(tp)
+        if not isinstance(data, dict):
+            raise StateError("expected an object")
+        return {(int(k) if key_t is int else k): from_jsonable(val_t, v) for k, v in data.items()}
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return from_jsonable(inner, data)
+    raise StateError(f"unsupported type {tp!r}")
+
+
+def encode_blob(kind: BlobKind, obj: Any) -> bytes:
+    """Serialise ``obj`` (a state dataclass) as a blob of ``kind``."""
+    body = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
+    header = BLOB_HEADER.build(dict(kind=kind, version=FORMAT_VERSION, length=len(body),
+                                     sha256=hashlib.sha256(body).digest()))
+    return header + body
+
+
+def decode_blob(kind: BlobKind, data: bytes, tp: type[T]) -> T:
+    """Parse a blob of ``kind`` into ``tp``; anything wrong raises :class:`StateError`."""
+    if len(data) < BLOB_HEADER.sizeof():
+        raise StateError(f"{kind.name.lower()} blob too short ({len(data)} bytes)")
+    try:
+        header = BLOB_HEADER.parse(data)
+    except c.ConstructError:
+        raise StateError(f"{kind.name.lower()} blob: not a swtpm_py state blob") from None
+    if header.kind != kind:
+        raise StateError(f"expected a {kind.name.lower()} blob, got kind {header.kind}")
+    if header.version > FORMAT_VERSION:
+        raise StateError(f"{kind.name.lower()} blob has format version {header.version}; this "
+                         f"swtpm_py reads up to {FORMAT_VERSION}: upgrade swtpm_py")
+    body = data[BLOB_HEADER.sizeof():]
+    if len(body) != header.length or hashlib.sha256(body).digest() != header.sha256:
+        raise StateError(f"{kind.name.lower()} blob is damaged (length or checksum mismatch)")
+    try:
+        return from_jsonable(tp, json.loads(body))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f"{kind.name.lower()} blob content: {exc}") from None

@@ -1,0 +1,200 @@
+"""Wire structures of TPM 2.0 (Part 2), declared with construct.
+
+Each structure that a command takes or returns is declared here once. Unmarshalling rules
+that Part 2 attaches to a type (size limits, allowed algorithm values) are expressed with
+:class:`Checked`, which raises :class:`~swtpm_py.tpm.errors.TpmError` with the spec's code; the
+dispatcher then adds the parameter or handle number.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable
+
+import construct as c
+
+from .constants import ALG, RC
+from .crypto import HASHES
+from .errors import TpmError
+
+UINT8 = c.Int8ub
+UINT16 = c.Int16ub
+UINT32 = c.Int32ub
+UINT64 = c.Int64ub
+INT32 = c.Int32sb
+
+#: Largest TPM2B_MAX_BUFFER (MAX_DIGEST_BUFFER in libtpms' configuration).
+MAX_DIGEST_BUFFER = 1024
+#: Largest digest the TPM knows (SHA-512).
+MAX_DIGEST_SIZE = 64
+#: Number of PCRs (PC Client profile) and the matching select size.
+PCR_COUNT = 24
+PCR_SELECT_MIN = (PCR_COUNT + 7) // 8
+PCR_SELECT_MAX = PCR_SELECT_MIN
+#: Number of hash algorithms implemented (bounds TPML_PCR_SELECTION, TPML_DIGEST_VALUES).
+HASH_COUNT = len(HASHES)
+
+
+class Checked(c.Adapter):
+    """A construct whose decoded value is passed to ``check``, which may raise TpmError."""
+
+    def __init__(self, subcon: c.Construct, check: Callable[[Any], None]) -> None:
+        super().__init__(subcon)
+        self.check = check
+
+    def _decode(self, obj: Any, context: Any, path: str) -> Any:
+        self.check(obj)
+        return obj
+
+    def _encode(self, obj: Any, context: Any, path: str) -> Any:
+        return obj
+
+
+def tpm2b(max_size: int) -> c.Construct:
+    """A TPM2B: u16 size then that many bytes. Part 2 §10.1: a size above the buffer's capacity
+    is TPM_RC_SIZE."""
+
+    def check(size: int) -> None:
+        if size > max_size:
+            raise TpmError(RC.SIZE, detail=f"TPM2B size {size} > {max_size}")
+
+    return c.Prefixed(Checked(UINT16, check), c.GreedyBytes)
+
+
+TPM2B_DIGEST = tpm2b(MAX_DIGEST_SIZE)
+TPM2B_NONCE = TPM2B_DIGEST
+TPM2B_AUTH = TPM2B_DIGEST
+TPM2B_DATA = tpm2b(MAX_DIGEST_SIZE)
+TPM2B_MAX_BUFFER = tpm2b(MAX_DIGEST_BUFFER)
+TPM2B_EVENT = tpm2b(1024)
+TPM2B_SENSITIVE_DATA = tpm2b(128)
+TPM2B_NAME = tpm2b(2 + MAX_DIGEST_SIZE)
+
+
+def _check_hash(allow_null: bool) -> Callable[[int], None]:
+    def check(alg: int) -> None:
+        if alg in HASHES or (allow_null and alg == ALG.NULL):
+            return
+        raise TpmError(RC.HASH, detail=f"hash algorithm 0x{alg:04x}")
+    return check
+
+
+#: TPMI_ALG_HASH (no NULL) and TPMI_ALG_HASH+ (NULL allowed): unknown value is TPM_RC_HASH.
+TPMI_ALG_HASH = Checked(UINT16, _check_hash(False))
+TPMI_ALG_HASH_NULL = Checked(UINT16, _check_hash(True))
+
+
+def _check_select_size(size: int) -> None:
+    # Part 2 §10.6.2: sizeofSelect below PCR_SELECT_MIN or above PCR_SELECT_MAX is TPM_RC_VALUE.
+    if not PCR_SELECT_MIN <= size <= PCR_SELECT_MAX:
+        raise TpmError(RC.VALUE, detail=f"sizeofSelect {size}")
+
+
+def _check_count(limit: int, rc: int = RC.SIZE) -> Callable[[int], None]:
+    def check(count: int) -> None:
+        if count > limit:
+            raise TpmError(rc, detail=f"list count {count} > {limit}")
+    return check
+
+
+#: TPMS_PCR_SELECTION (Part 2 §10.6.2). The hash is not validated here: PCR_Read and friends
+#: skip banks they do not have, as the reference implementation does.
+TPMS_PCR_SELECTION = c.Struct(
+    "hash" / UINT16,
+    "sizeofSelect" / Checked(UINT8, _check_select_size),
+    "pcrSelect" / c.Bytes(c.this.sizeofSelect),
+)
+TPML_PCR_SELECTION = c.PrefixedArray(Checked(UINT32, _check_count(HASH_COUNT)), TPMS_PCR_SELECTION)
+
+
+def _digest_size(ctx: Any) -> int:
+    return HASHES[ctx.hashAlg].size
+
+
+#: TPMT_HA (Part 2 §10.3.2): a hash algorithm and a digest of exactly its size.
+TPMT_HA = c.Struct("hashAlg" / TPMI_ALG_HASH, "digest" / c.Bytes(_digest_size))
+TPML_DIGEST_VALUES = c.PrefixedArray(Checked(UINT32, _check_count(HASH_COUNT)), TPMT_HA)
+TPML_DIGEST = c.PrefixedArray(Checked(UINT32, _check_count(8)), TPM2B_DIGEST)
+
+#: TPMS_CLOCK_INFO and TPMS_TIME_INFO (Part 2 §10.11).
+TPMS_CLOCK_INFO = c.Struct(
+    "clock" / UINT64, "resetCount" / UINT32, "restartCount" / UINT32, "safe" / UINT8,
+)
+TPMS_TIME_INFO = c.Struct("time" / UINT64, "clockInfo" / TPMS_CLOCK_INFO)
+
+#: TPMT_TK_HASHCHECK (Part 2 §10.7.6).
+TPMT_TK_HASHCHECK = c.Struct("tag" / UINT16, "hierarchy" / UINT32, "digest" / TPM2B_DIGEST)
+
+#: Command and response headers (Part 1 §18).
+COMMAND_HEADER = c.Struct("tag" / UINT16, "commandSize" / UINT32, "commandCode" / UINT32)
+RESPONSE_HEADER = c.Struct("tag" / UINT16, "responseSize" / UINT32, "responseCode" / UINT32)
+
+#: One entry of a command's authorization area (TPMS_AUTH_COMMAND, Part 2 §10.13.2).
+TPMS_AUTH_COMMAND = c.Struct(
+    "sessionHandle" / UINT32,
+    "nonce" / TPM2B_NONCE,
+    "sessionAttributes" / UINT8,
+    "hmac" / TPM2B_AUTH,
+)
+#: One entry of a response's authorization area (TPMS_AUTH_RESPONSE, Part 2 §10.13.3).
+TPMS_AUTH_RESPONSE = c.Struct(
+    "nonce" / TPM2B_NONCE, "sessionAttributes" / UINT8, "hmac" / TPM2B_AUTH,
+)
+
+# Capability data (Part 2 §10.8-10.10).
+TPMS_ALG_PROPERTY = c.Struct("alg" / UINT16, "algProperties" / UINT32)
+TPMS_TAGGED_PROPERTY = c.Struct("property" / UINT32, "value" / UINT32)
+TPMS_TAGGED_PCR_SELECT = c.Struct(
+    "tag" / UINT32, "sizeofSelect" / UINT8, "pcrSelect" / c.Bytes(c.this.sizeofSelect),
+)
+TPMS_TAGGED_POLICY = c.Struct("handle" / UINT32, "policyHash" / TPMT_HA)
+TPML_ALG_PROPERTY = c.PrefixedArray(UINT32, TPMS_ALG_PROPERTY)
+TPML_HANDLE = c.PrefixedArray(UINT32, UINT32)
+TPML_CCA = c.PrefixedArray(UINT32, UINT32)
+TPML_CC = c.PrefixedArray(UINT32, UINT32)
+TPML_TAGGED_TPM_PROPERTY = c.PrefixedArray(UINT32, TPMS_TAGGED_PROPERTY)
+TPML_TAGGED_PCR_PROPERTY = c.PrefixedArray(UINT32, TPMS_TAGGED_PCR_SELECT)
+TPML_ECC_CURVE = c.PrefixedArray(UINT32, UINT16)
+TPML_TAGGED_POLICY = c.PrefixedArray(UINT32, TPMS_TAGGED_POLICY)
+TPML_ALG = c.PrefixedArray(Checked(UINT32, _check_count(128)), UINT16)
+
+#: Part 2 §10.10.2 TPMS_CAPABILITY_DATA: the union arm is chosen by the capability.
+TPMU_CAPABILITIES = {
+    0x0: TPML_ALG_PROPERTY,
+    0x1: TPML_HANDLE,
+    0x2: TPML_CCA,
+    0x3: TPML_CC,
+    0x4: TPML_CC,
+    0x5: TPML_PCR_SELECTION,
+    0x6: TPML_TAGGED_TPM_PROPERTY,
+    0x7: TPML_TAGGED_PCR_PROPERTY,
+    0x8: TPML_ECC_CURVE,
+    0x9: TPML_TAGGED_POLICY,
+}
+TPMS_CAPABILITY_DATA = c.Struct(
+    "capability" / UINT32,
+    "data" / c.Switch(c.this.capability, TPMU_CAPABILITIES),
+)
+
+
+def parse_stream(con: c.Construct, stream: io.BytesIO) -> Any:
+    """Parse one value from ``stream``; running out of bytes is TPM_RC_INSUFFICIENT."""
+    try:
+        return con.parse_stream(stream)
+    except c.StreamError as exc:
+        raise TpmError(RC.INSUFFICIENT, detail=str(exc)) from None
+    except c.SwitchError as exc:
+        raise TpmError(RC.SELECTOR, detail=str(exc)) from None
+
+
+def pcr_bitmap(select: bytes) -> list[int]:
+    """The PCR indexes set in a pcrSelect bitmap (bit n of octet n/8 = PCR n)."""
+    return [i * 8 + b for i, octet in enumerate(select) for b in range(8) if octet >> b & 1]
+
+
+def bitmap_of(pcrs: list[int], size: int = PCR_SELECT_MIN) -> bytes:
+    """The pcrSelect bitmap of ``size`` octets with the given PCR indexes set."""
+    out = bytearray(size)
+    for pcr in pcrs:
+        out[pcr // 8] |= 1 << (pcr % 8)
+    return bytes(out)
