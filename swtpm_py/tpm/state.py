@@ -9,7 +9,7 @@
   was (swtpm's *volatile* blob: STORE_VOLATILE, GET_STATEBLOB, migration).
 
 Blob format (never pickle): a header declared with construct — magic ``swtpmpy\\0``, kind, format
-version, body length and SHA-256 of the body — then a canonical JSON body (sorted keys, no
+version, body length and a SHA-256 over those header fields and the body — then a canonical JSON body (sorted keys, no
 spaces, bytes as hex). The body is self-describing and readable by humans; serialising the
 same state twice gives the same bytes. A reader accepts every format version up to its own and
 fills fields that an older version did not have with their defaults; a newer version is
@@ -232,8 +232,14 @@ def encode_blob(kind: BlobKind, obj: Any) -> bytes:
     """Serialise ``obj`` (a state dataclass) as a blob of ``kind``."""
     body = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
     header = BLOB_HEADER.build(dict(kind=kind, version=FORMAT_VERSION, length=len(body),
-                                     sha256=hashlib.sha256(body).digest()))
+                                     sha256=_checksum(kind, FORMAT_VERSION, body)))
     return header + body
+
+
+def _checksum(kind: int, version: int, body: bytes) -> bytes:
+    """SHA-256 over magic, kind, version, length and body: any changed byte is detected."""
+    prefix = MAGIC + bytes([kind]) + version.to_bytes(2, "big") + len(body).to_bytes(4, "big")
+    return hashlib.sha256(prefix + body).digest()
 
 
 def decode_blob(kind: BlobKind, data: bytes, tp: type[T]) -> T:
@@ -250,7 +256,7 @@ def decode_blob(kind: BlobKind, data: bytes, tp: type[T]) -> T:
         raise StateError(f"{kind.name.lower()} blob has format version {header.version}; this "
                          f"swtpm_py reads up to {FORMAT_VERSION}: upgrade swtpm_py")
     body = data[BLOB_HEADER.sizeof():]
-    if len(body) != header.length or hashlib.sha256(body).digest() != header.sha256:
+    if len(body) != header.length or _checksum(kind, header.version, body) != header.sha256:
         raise StateError(f"{kind.name.lower()} blob is damaged (length or checksum mismatch)")
     try:
         return from_jsonable(tp, json.loads(body))

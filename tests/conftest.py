@@ -1,0 +1,37 @@
+"""Shared fixtures: emulators (ours and the reference swtpm) on free ports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from emulator import Emulator  # noqa: E402
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """A started swtpm_py (not-need-init, startup-clear) with a fresh state directory."""
+    emu = Emulator("swtpm_py", tmp_path / "state").start()
+    yield emu
+    emu.cleanup()
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """A started real swtpm (the reference) with a fresh state directory."""
+    emu = Emulator("swtpm", tmp_path / "ref-state").start()
+    yield emu
+    emu.cleanup()
+
+
+@pytest.fixture(params=["swtpm_py", "swtpm"])
+def any_emulator(request, tmp_path):
+    """Both emulators in turn: a test using it asserts behaviour the two must share."""
+    emu = Emulator(request.param, tmp_path / f"{request.param}-state").start()
+    yield emu
+    emu.cleanup()
