@@ -1,0 +1,84 @@
+"""Every wire structure: parse, build and size agree (construct's own testing pattern)."""
+
+from __future__ import annotations
+
+import construct as c
+import pytest
+
+from swtpm_py.tpm import wire
+from swtpm_py.tpm.constants import ALG, RC
+from swtpm_py.tpm.errors import TpmError
+
+
+def roundtrip(con: c.Construct, value, expected: bytes) -> None:
+    """Assert ``value`` builds to ``expected``, which parses back to an equal value."""
+    built = con.build(value)
+    assert built == expected
+    parsed = con.parse(built)
+    assert con.build(parsed) == expected
+    try:
+        assert con.sizeof() == len(expected)
+    except c.SizeofError:
+        pass  # variable-size structure
+
+
+SHA1 = ALG.SHA1
+
+CASES = [
+    (wire.TPM2B_DIGEST, b"ab", b"\x00\x02ab"),
+    (wire.TPM2B_MAX_BUFFER, b"", b"\x00\x00"),
+    (wire.TPMS_PCR_SELECTION, dict(hash=SHA1, sizeofSelect=3, pcrSelect=b"\x01\x00\x80"),
+     b"\x00\x04\x03\x01\x00\x80"),
+    (wire.TPML_PCR_SELECTION, [dict(hash=SHA1, sizeofSelect=3, pcrSelect=b"\xff\xff\xff")],
+     b"\x00\x00\x00\x01\x00\x04\x03\xff\xff\xff"),
+    (wire.TPMT_HA, dict(hashAlg=SHA1, digest=b"\x11" * 20), b"\x00\x04" + b"\x11" * 20),
+    (wire.TPML_DIGEST_VALUES, [dict(hashAlg=SHA1, digest=b"\x11" * 20)],
+     b"\x00\x00\x00\x01\x00\x04" + b"\x11" * 20),
+    (wire.TPML_DIGEST, [b"x", b"yz"], b"\x00\x00\x00\x02\x00\x01x\x00\x02yz"),
+    (wire.TPMS_CLOCK_INFO, dict(clock=5, resetCount=1, restartCount=2, safe=1),
+     bytes.fromhex("0000000000000005000000010000000201")),
+    (wire.TPMS_TIME_INFO, dict(time=7, clockInfo=dict(clock=5, resetCount=1, restartCount=2,
+                                                      safe=0)),
+     bytes.fromhex("0000000000000007" "0000000000000005000000010000000200")),
+    (wire.TPMT_TK_HASHCHECK, dict(tag=0x8024, hierarchy=0x40000007, digest=b""),
+     bytes.fromhex("8024400000070000")),
+    (wire.COMMAND_HEADER, dict(tag=0x8001, commandSize=12, commandCode=0x17B),
+     bytes.fromhex("80010000000c0000017b")),
+    (wire.TPMS_AUTH_COMMAND, dict(sessionHandle=0x40000009, nonce=b"", sessionAttributes=1,
+                                  hmac=b"pw"), bytes.fromhex("40000009000001000270" "77")),
+    (wire.TPMS_AUTH_RESPONSE, dict(nonce=b"", sessionAttributes=1, hmac=b""),
+     bytes.fromhex("0000010000")),
+    (wire.TPMS_CAPABILITY_DATA, dict(capability=6, data=[dict(property=0x100, value=1)]),
+     bytes.fromhex("00000006" "00000001" "00000100" "00000001")),
+    (wire.TPML_ALG, [4, 11], bytes.fromhex("00000002" "0004" "000b")),
+]
+
+
+@pytest.mark.parametrize("con, value, encoded", CASES, ids=lambda v: getattr(v, "name", None))
+def test_roundtrip(con, value, encoded):
+    roundtrip(con, value, encoded)
+
+
+def test_tpm2b_over_capacity_is_size_error():
+    with pytest.raises(TpmError) as err:
+        wire.TPM2B_DIGEST.parse(b"\x00\x41" + b"\x00" * 65)
+    assert err.value.rc == RC.SIZE
+
+
+def test_truncated_is_insufficient():
+    import io
+    with pytest.raises(TpmError) as err:
+        wire.parse_stream(wire.TPM2B_DIGEST, io.BytesIO(b"\x00\x05ab"))
+    assert err.value.rc == RC.INSUFFICIENT
+
+
+def test_unknown_hash_is_hash_error():
+    with pytest.raises(TpmError) as err:
+        wire.TPMT_HA.parse(b"\x00\x99" + b"\x00" * 20)
+    assert err.value.rc == RC.HASH
+
+
+def test_pcr_select_size_limits():
+    with pytest.raises(TpmError) as err:
+        wire.TPMS_PCR_SELECTION.parse(b"\x00\x04\x05" + b"\x00" * 5)
+    assert err.value.rc == RC.VALUE
