@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import random
 import signal
 import socket
 import struct
@@ -22,21 +23,27 @@ SWTPM_PY = [sys.executable, "-m", "swtpm_py"]
 SWTPM = ["swtpm"]
 
 
-def free_port_pair() -> int:
-    """A port P such that P and P+1 are both free on 127.0.0.1."""
-    for _ in range(200):
+def _bindable(port: int) -> bool:
+    try:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as s2:
-                s2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s2.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P+1 are both free on 127.0.0.1.
+
+    Ports come from below Linux's ephemeral range (32768-60999), so that the many short client
+    connections the tests make (one per command, as tpm2-tss does) never occupy them.
+    """
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(20000, 32000, 2)
+        if _bindable(port) and _bindable(port + 1):
+            return port
     raise RuntimeError("no free port pair")
 
 
@@ -49,6 +56,10 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
         buf += chunk
     return buf
+
+
+class PortTaken(RuntimeError):
+    """The emulator could not bind its ports (someone else took them meanwhile)."""
 
 
 class Emulator:
@@ -91,20 +102,37 @@ class Emulator:
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> "Emulator":
-        """Start the process and wait until both ports accept connections."""
+        """Start the process and wait until both ports accept connections. A port taken by
+        someone else between choosing and binding it is retried with another pair."""
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> "Emulator":
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port_pair()
         env = dict(os.environ)
         repo = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
+            log_start = log.tell()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
                                          env=env)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n"
-                                   + self.log_path.read_text(errors="replace"))
+                rc = self.proc.returncode
+                self.proc = None
+                with open(self.log_path, "rb") as log:
+                    log.seek(log_start)
+                    output = log.read().decode(errors="replace")
+                if "in use" in output:
+                    raise PortTaken(output)
+                raise RuntimeError(f"{self.kind} exited with {rc}:\n{output}")
             try:
                 with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=0.5):
                     pass

@@ -3,18 +3,23 @@
 Clock, entropy and storage are injected (:class:`Platform`), so tests can freeze time, seed the
 randomness and fail storage. Nothing here opens a socket or a file.
 
-Command processing follows Part 3 §5 ("Command processing") and Part 1 §18:
+Command processing follows Part 3 §5 ("Command processing") and Part 1 §18, in the order of
+the reference implementation's ExecuteCommand(), which swtpm exhibits (tests/test_differential.py
+pins every step against the real swtpm):
 
-1. header: tag (TPM_RC_BAD_TAG), size (TPM_RC_COMMAND_SIZE), command code (TPM_RC_COMMAND_CODE);
-   before TPM2_Startup every command but Startup is TPM_RC_INITIALIZE; in failure mode only
+1. header: tag (TPM_RC_BAD_TAG, or TPM_RC_VALUE for a value that is no TPM_ST), size
+   (TPM_RC_COMMAND_SIZE), command code (TPM_RC_COMMAND_CODE), then TPM_RC_INITIALIZE for
+   anything but Startup before TPM2_Startup and for a second Startup; in failure mode only
    GetTestResult and GetCapability run.
-2. handles: TPMI type checks (format-1 code + handle number), then lookup of the entity.
-3. authorization area (tag TPM_ST_SESSIONS): sizes, sessions, one per authorized handle.
+2. handles: all unmarshalled (TPMI type checks, format-1 code + handle number), then each
+   looked up.
+3. authorization area (tag TPM_ST_SESSIONS): sizes (TPM_RC_SIZE), then each session in turn
+   (session number on every error), then one session per authorized handle and the
+   authorization checks (password now; HMAC and policy sessions plug in at
+   :meth:`Tpm._session_loaded` and :meth:`Tpm._authorize`).
 4. parameters, each unmarshalled in turn (format-1 code + parameter number); bytes left over
-   are TPM_RC_SIZE.
-5. authorization checks (password now; HMAC and policy sessions plug in at
-   :meth:`Tpm._authorize`), then the handler.
-6. if the command changed persistent data, commit the permanent blob *before* responding.
+   are TPM_RC_SIZE. Then the handler.
+5. if the command changed persistent data, commit the permanent blob *before* responding.
 
 No exception escapes :meth:`Tpm.execute`: TpmError becomes its code, anything else
 TPM_RC_FAILURE with the traceback logged, and the TPM keeps serving.
@@ -34,7 +39,7 @@ from typing import Any, Callable, Protocol
 from .constants import CC, RC, RH, SU, HT, ST, SessionAttr
 from .crypto import Drbg
 from .errors import TpmError, for_handle, for_parameter, for_session
-from .pcr import PcrBanks
+from .pcr import PcrBanks, startup_updates
 from .registry import COMMANDS, Auth, CommandSpec
 from .state import (SU_NONE, BlobKind, PersistentData, SavedState, StateClearData, StateError,
                     StateResetData, VolatileData, decode_blob, encode_blob)
@@ -50,8 +55,26 @@ MAX_SESSIONS = 3
 #: Seeds and proofs are the size of the largest digest (Part 1 §14.3 / PROOF_SIZE).
 SEED_SIZE = 64
 
+#: Flag kept with the orderly state after a Shutdown(STATE) that followed a Startup from
+#: locality 3 (the reference implementation's STARTUP_LOCALITY_3).
+STARTUP_LOCALITY_3 = 0x4000
+
 #: Commands accepted in failure mode (Part 1 §9.4.3.2 / Part 3 §10.4).
 FAILURE_MODE_COMMANDS = {CC.GetTestResult, CC.GetCapability}
+
+#: The two command tags (TPMI_ST_COMMAND_TAG, Part 2 §9.27).
+COMMAND_TAGS = frozenset({ST.NO_SESSIONS, ST.SESSIONS})
+#: The TPM_ST values the reference implementation's TPM_ST unmarshalling accepts: any other
+#: tag is TPM_RC_VALUE rather than TPM_RC_BAD_TAG (measured on swtpm 0.7.1).
+KNOWN_TAGS = frozenset({ST.RSP_COMMAND, ST.NULL, ST.NO_SESSIONS, ST.SESSIONS,
+                        *range(ST.ATTEST_NV, ST.ATTEST_CREATION + 1),
+                        *range(ST.CREATION, ST.AUTH_SIGNED + 1)})
+#: Commands whose tag must be TPM_ST_NO_SESSIONS (Part 3: Startup, ContextSave, ContextLoad,
+#: FlushContext): an authorization area is TPM_RC_AUTH_CONTEXT.
+SESSIONLESS_COMMANDS = frozenset({CC.Startup, CC.ContextSave, CC.ContextLoad, CC.FlushContext})
+#: TPMA_SESSION bits a password session must not set (Part 1 §19.8.3).
+PW_FORBIDDEN_ATTRIBUTES = (SessionAttr.AUDIT_EXCLUSIVE | SessionAttr.AUDIT_RESET
+                           | SessionAttr.DECRYPT | SessionAttr.ENCRYPT | SessionAttr.AUDIT)
 
 
 class StateStorage(Protocol):
@@ -151,6 +174,8 @@ class Tpm:
         self._time_start = 0
         #: Code of the last command executed (for the swtpm control channel's auto-shutdown).
         self.last_command: int | None = None
+        #: Locality of the last TPM2_Startup (0 or 3).
+        self.startup_locality = 0
 
     # ------------------------------------------------------------------ power and state
 
@@ -167,7 +192,7 @@ class Tpm:
             try:
                 self.perm = decode_blob(BlobKind.PERMANENT, blob, PersistentData)
             except StateError as exc:
-                self._enter_failure(f"permanent state unreadable: {exc}")
+                self.enter_failure(f"permanent state unreadable: {exc}")
                 self.powered = True
                 return
             self._committed_perm = blob
@@ -180,7 +205,7 @@ class Tpm:
             try:
                 self._restore_volatile(decode_blob(BlobKind.VOLATILE, vblob, VolatileData))
             except StateError as exc:
-                self._enter_failure(f"volatile state unreadable: {exc}")
+                self.enter_failure(f"volatile state unreadable: {exc}")
             if delete_volatile:
                 storage.delete(BlobKind.VOLATILE)
         self.last_command = None
@@ -236,11 +261,13 @@ class Tpm:
             log.error("committing permanent state failed: %s", exc)
             if self._committed_perm:
                 self.perm = decode_blob(BlobKind.PERMANENT, self._committed_perm, PersistentData)
-            self._enter_failure(f"storage failure: {exc}")
+            self.enter_failure(f"storage failure: {exc}")
             raise TpmError(RC.FAILURE, detail="storage failure") from None
         self._committed_perm = blob
 
-    def _enter_failure(self, reason: str) -> None:
+    def enter_failure(self, reason: str) -> None:
+        """Enter failure mode (Part 1 §9.4.3.2): until the next _TPM_Init only GetTestResult
+        and GetCapability run; every other command answers TPM_RC_FAILURE."""
         log.error("TPM enters failure mode: %s", reason)
         self.failure = reason
 
@@ -260,22 +287,30 @@ class Tpm:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def startup(self, startup_type: int) -> None:
+    def startup(self, startup_type: int, locality: int = 0) -> None:
         """TPM2_Startup (Part 3 §9.3; Part 1 §12.2): TPM Reset, Restart or Resume."""
         if self.vol.started:
             raise TpmError(RC.INITIALIZE, detail="TPM already started")
+        # PC Client profile: Startup only from locality 0 or 3 (TPM_RC_LOCALITY otherwise).
+        if locality not in (0, 3):
+            raise TpmError(RC.LOCALITY, detail=f"Startup from locality {locality}")
         storage = self.platform.storage
         saved: SavedState | None = None
         raw = storage.load(BlobKind.SAVESTATE)
-        if raw is not None and self.perm.orderly_state == SU.STATE:
+        shut_state = self.perm.orderly_state & ~STARTUP_LOCALITY_3 == SU.STATE
+        if raw is not None and shut_state:
             try:
                 saved = decode_blob(BlobKind.SAVESTATE, raw, SavedState)
             except StateError as exc:
                 log.warning("ignoring savestate: %s", exc)
         orderly = self.perm.orderly_state != SU_NONE
-        if startup_type == SU.STATE and saved is None:
-            # Part 3 §9.3.1: Startup(STATE) needs a preceding Shutdown(STATE).
-            raise TpmError(RC.VALUE, parameter=1, detail="no saved state to resume")
+        if startup_type == SU.STATE:
+            if saved is None:
+                # Part 3 §9.3.1: Startup(STATE) needs a preceding Shutdown(STATE).
+                raise TpmError(RC.VALUE, parameter=1, detail="no saved state to resume")
+            # ... and a resume happens at the locality of the Startup it resumes.
+            if bool(self.perm.orderly_state & STARTUP_LOCALITY_3) != (locality == 3):
+                raise TpmError(RC.LOCALITY, detail="resume from another startup locality")
         banks = list(self.perm.pcr_allocation)
         if saved is None:  # TPM Reset
             self.perm.reset_count += 1
@@ -285,23 +320,33 @@ class Tpm:
         else:
             state_reset = saved.state_reset
             state_reset.restart_count += 1
+            if startup_type == SU.CLEAR:
+                # TPM Restart (Part 1 §12.2.3): objects with stClear saved before it must not
+                # load again (TimeStartup() counts it in clearCount).
+                state_reset.clear_count += 1
             banks = self.vol.pcr_banks or banks
             state_clear = saved.state_clear if startup_type == SU.STATE else StateClearData()
-        pcrs = PcrBanks.fresh(banks)
-        if saved is not None and startup_type == SU.STATE:
+        resume = saved is not None and startup_type == SU.STATE
+        pcrs = PcrBanks.fresh(banks, startup_locality=locality)
+        if resume:
             pcrs.restore_saved(saved.pcrs)
+        # Part 3 §22.4: (re)initialising a PCR changes it, so pcrUpdateCounter advances.
+        state_reset.pcr_counter = (state_reset.pcr_counter + startup_updates(resume)) & 0xFFFFFFFF
         if not orderly:
             # Part 1 §36.8 (DA) and §36.4 (Clock): an unorderly shutdown may be an attack on the DA logic, and Clock
             # may have lost time.
+            # failedTries is not incremented here: like libtpms (USE_DA_USED), the TPM counts
+            # an unorderly shutdown only when a DA-protected authorization was used since the
+            # last orderly one — the dictionary-attack logic (issue 5) owns that rule.
             self.vol.clock_safe = False
-            if self.perm.recovery_time and self.perm.failed_tries < self.perm.max_tries:
-                self.perm.failed_tries += 1
         self.vol = VolatileData(started=True, ph_enable=True, pcr_banks=banks,
                                 state_clear=state_clear, state_reset=state_reset,
                                 clock_safe=self.vol.clock_safe,
                                 established=self.vol.established,
-                                self_tested=self.vol.self_tested)
+                                self_tested=self.vol.self_tested,
+                                startup_orderly=orderly)
         self.pcrs = pcrs
+        self.startup_locality = locality
         self.perm.orderly_state = SU_NONE
         storage.delete(BlobKind.SAVESTATE)
 
@@ -312,12 +357,28 @@ class Tpm:
             saved = SavedState(state_clear=self.vol.state_clear,
                                state_reset=self.vol.state_reset, pcrs=self.pcrs.saved())
             self.platform.storage.store(BlobKind.SAVESTATE, encode_blob(BlobKind.SAVESTATE, saved))
+            # The reference implementation keeps the startup locality with the orderly state,
+            # so that TPM Resume can insist on the same one.
+            if self.startup_locality == 3:
+                shutdown_type |= STARTUP_LOCALITY_3
         self.perm.orderly_state = shutdown_type
+
+    def clear_orderly(self) -> None:
+        """Cancel a preceding Shutdown (Part 3 §9.4.1): a command that changes state the
+        Shutdown(STATE) saved (e.g. extending a stateSave PCR) makes the next Startup a TPM
+        Reset after an unorderly shutdown. Committed before the response leaves."""
+        if self.perm.orderly_state != SU_NONE:
+            self.perm.orderly_state = SU_NONE
+            self._commit_permanent()
 
     # ------------------------------------------------------------------ dispatch
 
     def execute(self, command: bytes, locality: int = 0) -> bytes:
         """Execute one TPM command and return its response. Never raises."""
+        if 4 < locality < 32:
+            # Localities 5-31 do not exist in TPM 2.0 (32-255 are extended localities): the
+            # reference platform (_plat__LocalitySet) takes them as locality 0, as swtpm does.
+            locality = 0
         try:
             response = self._dispatch(bytes(command), locality)
         except TpmError as exc:
@@ -328,27 +389,41 @@ class Tpm:
         return response
 
     def _dispatch(self, cmd: bytes, locality: int) -> bytes:
+        # The order of the checks below is the reference implementation's (ExecuteCommand(),
+        # Part 4 §6.6 / Part 3 §5), which swtpm 0.7.1 exhibits and the differential test pins.
+        tag, size, code = struct.unpack_from(">HII", cmd) if len(cmd) >= 10 else (0, 0, 0)
+        if self.failure is not None and (code not in FAILURE_MODE_COMMANDS or size != len(cmd)
+                                         or tag not in COMMAND_TAGS):
+            # Part 1 §9.4.3.2: in failure mode only well-formed GetTestResult and
+            # GetCapability run; everything else is TPM_RC_FAILURE.
+            raise TpmError(RC.FAILURE, detail=self.failure)
         if len(cmd) < 10:
-            raise TpmError(RC.COMMAND_SIZE, detail="command shorter than its header")
-        tag, size, code = struct.unpack_from(">HII", cmd)
-        if tag not in (ST.NO_SESSIONS, ST.SESSIONS):
-            raise TpmError(RC.BAD_TAG)
+            # Not even a header: the unmarshalling of the header runs out of octets.
+            raise TpmError(RC.INSUFFICIENT, detail="command shorter than its header")
+        if tag not in COMMAND_TAGS:
+            # TPMI_ST_COMMAND_TAG: a TPM_ST value that is no command tag is TPM_RC_BAD_TAG; a
+            # value that is no TPM_ST at all fails TPM_ST's own unmarshalling, TPM_RC_VALUE
+            # (swtpm 0.7.1 answers 0x084 for e.g. tag 0x8003; Part 1 §18.2 names only BAD_TAG).
+            raise TpmError(RC.BAD_TAG if tag in KNOWN_TAGS else RC.VALUE)
         if size != len(cmd) or size > MAX_COMMAND_SIZE:
             raise TpmError(RC.COMMAND_SIZE, detail=f"size field {size}, got {len(cmd)} bytes")
-        if self.failure is not None and code not in FAILURE_MODE_COMMANDS:
-            raise TpmError(RC.FAILURE, detail=self.failure)
-        if not self.vol.started and code != CC.Startup and self.failure is None:
-            raise TpmError(RC.INITIALIZE)
         spec = COMMANDS.get(code)
         if spec is None:
+            # Checked before TPM_RC_INITIALIZE: an unknown code is TPM_RC_COMMAND_CODE even
+            # before Startup.
             raise TpmError(RC.COMMAND_CODE, detail=f"command 0x{code:x} not implemented")
+        if self.failure is None and self.vol.started == (code == CC.Startup):
+            # Part 3 §9.3: only Startup before Startup, and Startup only once.
+            raise TpmError(RC.INITIALIZE)
         stream = io.BytesIO(cmd)
         stream.seek(10)
         handles = self._parse_handles(spec, stream, size)
         sessions = self._parse_sessions(spec, tag, stream, size)
-        params = self._parse_params(spec, stream, size)
         ctx = CommandContext(self, code, locality)
+        # Authorization comes before the parameters are unmarshalled (Part 3 §5.6-5.7): a
+        # wrong password is reported even when a parameter is malformed.
         self._authorize(ctx, spec, handles, sessions)
+        params = self._parse_params(spec, stream, size)
         self.last_command = code
         try:
             result = spec.handler(ctx, *handles, *params)
@@ -369,18 +444,24 @@ class Tpm:
             self.perm = decode_blob(BlobKind.PERMANENT, self._committed_perm, PersistentData)
 
     def _parse_handles(self, spec: CommandSpec, stream: io.BytesIO, size: int) -> list[int]:
+        """Part 3 §5.5: unmarshal every handle (TPMI type check, TPM_RC_VALUE + handle number),
+        then check that each references a loaded entity."""
         handles: list[int] = []
         for n, hspec in enumerate(spec.handles, start=1):
             raw = stream.read(4)
             if len(raw) < 4:
-                raise TpmError(RC.INSUFFICIENT, detail="handle area truncated")
+                raise TpmError(RC.INSUFFICIENT, handle=n, detail="handle area truncated")
             handle = int.from_bytes(raw, "big")
             try:
                 hspec.check(handle)
-                self.check_handle_loaded(handle)
             except TpmError as exc:
                 raise TpmError(for_handle(exc.rc, n), detail=exc.detail) from None
             handles.append(handle)
+        for n, handle in enumerate(handles, start=1):
+            try:
+                self.check_handle_loaded(handle)
+            except TpmError as exc:
+                raise TpmError(for_handle(exc.rc, n), detail=exc.detail) from None
         return handles
 
     def check_handle_loaded(self, handle: int) -> None:
@@ -403,31 +484,44 @@ class Tpm:
 
     def _parse_sessions(self, spec: CommandSpec, tag: int, stream: io.BytesIO,
                         size: int) -> list[_Session]:
+        """Part 1 §18.7 / Part 3 §5.6: the authorization area, one TPMS_AUTH_COMMAND after the
+        other, each checked as it is unmarshalled (session number on every error)."""
         if tag == ST.NO_SESSIONS:
             if spec.auth_count:
                 raise TpmError(RC.AUTH_MISSING)
             return []
         raw = stream.read(4)
         if len(raw) < 4:
-            raise TpmError(RC.AUTHSIZE)
+            raise TpmError(RC.INSUFFICIENT, detail="no authorizationSize")
         auth_size = int.from_bytes(raw, "big")
-        start = stream.tell()
-        # Part 1 §18.7: the smallest session is 9 octets; the area must fit in the command.
-        if auth_size < 9 or start + auth_size > size:
-            raise TpmError(RC.AUTHSIZE)
+        # The smallest session is 9 octets and the area must fit in the command: otherwise
+        # TPM_RC_SIZE (the reference implementation's check; TPM_RC_AUTHSIZE is never used).
+        if auth_size < 9 or auth_size > size - stream.tell():
+            raise TpmError(RC.SIZE, detail=f"authorizationSize {auth_size}")
+        if spec.code in SESSIONLESS_COMMANDS:
+            raise TpmError(RC.AUTH_CONTEXT, detail="command takes no sessions")
         area = io.BytesIO(stream.read(auth_size))
         sessions: list[_Session] = []
         while area.tell() < auth_size:
-            if len(sessions) == MAX_SESSIONS:
-                raise TpmError(RC.AUTHSIZE, detail="more than three sessions")
             n = len(sessions) + 1
+            if n > MAX_SESSIONS:
+                # Part 1 §18.7: at most three sessions; the error names the fourth.
+                raise TpmError(RC.SIZE, session=n, detail="more than three sessions")
             try:
                 s = parse_stream(TPMS_AUTH_COMMAND, area)
             except TpmError as exc:
-                raise TpmError(for_session(exc.rc, n)) from None
-            sessions.append(_Session(s.sessionHandle, s.nonce, s.sessionAttributes, s.hmac))
-        if len(sessions) < spec.auth_count:
-            raise TpmError(RC.AUTH_MISSING)
+                raise TpmError(for_session(exc.rc, n), detail=exc.detail) from None
+            session = _Session(s.sessionHandle, s.nonce, s.sessionAttributes, s.hmac)
+            if session.handle == RH.PW:
+                # Part 1 §19.8.3: a password session is only an authorization: no audit,
+                # encrypt or decrypt, and an empty nonce.
+                if session.attributes & PW_FORBIDDEN_ATTRIBUTES:
+                    raise TpmError(RC.ATTRIBUTES, session=n)
+                if session.nonce:
+                    raise TpmError(RC.NONCE, session=n)
+            elif not self._session_loaded(session.handle):
+                raise TpmError(RC.REFERENCE_S0 + n - 1, detail="session not loaded")
+            sessions.append(session)
         return sessions
 
     def _parse_params(self, spec: CommandSpec, stream: io.BytesIO, size: int) -> list[Any]:
@@ -456,30 +550,40 @@ class Tpm:
             return sc.pcr_auth.get(handle, b"")
         return b""
 
+    def _session_loaded(self, handle: int) -> bool:
+        """Whether the HMAC or policy session ``handle`` is loaded. Hook for the sessions
+        module: until it exists no such session can be started, so none is loaded."""
+        return False
+
+    def da_exempt(self, handle: int) -> bool:
+        """Part 1 §19.8.5 (IsDAExempted): PCRs and permanent handles other than TPM_RH_LOCKOUT
+        are not protected by the dictionary-attack logic."""
+        htype = handle >> 24
+        return htype == HT.PCR or (htype == HT.PERMANENT and handle != RH.LOCKOUT)
+
     def _authorize(self, ctx: CommandContext, spec: CommandSpec, handles: list[int],
                    sessions: list[_Session]) -> None:
         """Check one session per authorized handle, in handle order (Part 1 §19.6).
 
         Password sessions (TPM_RS_PW) are checked here. HMAC and policy sessions are the
-        sessions module's to add: until it exists, such a session handle is not loaded.
+        sessions module's to add (they are never loaded until then, see _session_loaded).
         """
         auth_handles = [h for h, hs in zip(handles, spec.handles) if hs.auth is not Auth.NONE]
+        if len(sessions) < len(auth_handles):
+            raise TpmError(RC.AUTH_MISSING)
         for n, s in enumerate(sessions, start=1):
-            if s.handle != RH.PW:
-                htype = s.handle >> 24
-                if htype in (HT.HMAC_SESSION, HT.POLICY_SESSION):
-                    raise TpmError(RC.REFERENCE_S0 + n - 1, detail="session not loaded")
-                raise TpmError(for_session(RC.HANDLE, n), detail="not a session handle")
             if n > len(auth_handles):
-                # Part 1 §19.8.4: a password session must authorize a handle.
-                raise TpmError(RC.AUTH_CONTEXT)
-            if s.nonce:
-                raise TpmError(for_session(RC.NONCE, n))
-            if s.attributes & ~int(SessionAttr.CONTINUE_SESSION):
-                raise TpmError(for_session(RC.ATTRIBUTES, n))
+                # Part 1 §19.8.3: a password session must authorize a handle; the reference
+                # implementation reports TPM_RC_HANDLE for the session. (Only password
+                # sessions get here until HMAC sessions exist; those may be audit- or
+                # encrypt-only instead.)
+                raise TpmError(RC.HANDLE, session=n, detail="session authorizes no handle")
             expected = self.auth_value(auth_handles[n - 1]).rstrip(b"\x00")
             if not _hmac.compare_digest(expected, s.hmac.rstrip(b"\x00")):
-                raise TpmError(for_session(RC.AUTH_FAIL, n))
+                # Part 1 §19.8.5: TPM_RC_BAD_AUTH where the dictionary-attack logic does not
+                # apply, TPM_RC_AUTH_FAIL (counted as a failure) where it does.
+                rc = RC.BAD_AUTH if self.da_exempt(auth_handles[n - 1]) else RC.AUTH_FAIL
+                raise TpmError(rc, session=n)
         ctx.authorized = auth_handles
 
     def _build_response(self, spec: CommandSpec, tag: int, result: Any,

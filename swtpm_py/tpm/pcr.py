@@ -19,6 +19,9 @@ class PcrAttributes:
     state_save: bool
     reset_localities: int
     extend_localities: int
+    #: A change does not advance pcrUpdateCounter (the reference implementation's "TCB group",
+    #: which the PC Client configuration of libtpms sets to PCR 16 and 21-23).
+    no_increment: bool = False
 
     @property
     def drtm(self) -> bool:
@@ -29,32 +32,60 @@ class PcrAttributes:
 _STATIC = PcrAttributes(True, 0x00, 0x1F)
 #: PC Client profile table; PCR 16 (debug) and 23 (application) are resettable by localities 0-3.
 PCR_ATTRIBUTES: tuple[PcrAttributes, ...] = (_STATIC,) * 16 + (
-    PcrAttributes(False, 0x0F, 0x1F),  # 16 debug
-    PcrAttributes(False, 0x10, 0x1C),  # 17 locality 4 (DRTM)
-    PcrAttributes(False, 0x10, 0x1C),  # 18 locality 3
-    PcrAttributes(False, 0x10, 0x0C),  # 19 locality 2
-    PcrAttributes(False, 0x14, 0x0E),  # 20 locality 1
-    PcrAttributes(False, 0x14, 0x04),  # 21 dynamic OS
-    PcrAttributes(False, 0x14, 0x04),  # 22 dynamic OS
-    PcrAttributes(False, 0x0F, 0x1F),  # 23 application
+    PcrAttributes(False, 0x0F, 0x1F, True),   # 16 debug
+    PcrAttributes(False, 0x10, 0x1C),         # 17 locality 4 (DRTM)
+    PcrAttributes(False, 0x10, 0x1C),         # 18 locality 3
+    PcrAttributes(False, 0x10, 0x0C),         # 19 locality 2
+    PcrAttributes(False, 0x14, 0x0E),         # 20 locality 1
+    PcrAttributes(False, 0x14, 0x04, True),   # 21 dynamic OS
+    PcrAttributes(False, 0x14, 0x04, True),   # 22 dynamic OS
+    PcrAttributes(False, 0x0F, 0x1F, True),   # 23 application
 )
 assert len(PCR_ATTRIBUTES) == PCR_COUNT
 
+#: The H-CRTM PCR: the PC Client profile resets PCR 0 to the locality of TPM2_Startup in its
+#: last octet, so a Startup from locality 3 leaves 0...03 (measured on swtpm 0.7.1).
+HCRTM_PCR = 0
 
-def initial_value(pcr: int, size: int) -> bytes:
-    """Value of ``pcr`` after TPM Reset/Restart: all ones for DRTM PCRs, else zeros (PC Client
-    profile §4.6.2)."""
-    return (b"\xff" if PCR_ATTRIBUTES[pcr].drtm else b"\x00") * size
+
+def initial_value(pcr: int, size: int, startup_locality: int = 0) -> bytes:
+    """Value of ``pcr`` after TPM Reset/Restart: all ones for DRTM PCRs, else zeros, with the
+    startup locality in the last octet of PCR 0 (PC Client profile §4.6.2)."""
+    if PCR_ATTRIBUTES[pcr].drtm:
+        return b"\xff" * size
+    if pcr == HCRTM_PCR:
+        return b"\x00" * (size - 1) + bytes([startup_locality])
+    return b"\x00" * size
 
 
 def can_extend(pcr: int, locality: int) -> bool:
-    """Whether ``locality`` may extend ``pcr``."""
-    return bool(PCR_ATTRIBUTES[pcr].extend_localities >> locality & 1)
+    """Whether ``locality`` may extend ``pcr`` (localities above 4 may extend nothing)."""
+    return locality < 5 and bool(PCR_ATTRIBUTES[pcr].extend_localities >> locality & 1)
 
 
 def can_reset(pcr: int, locality: int) -> bool:
-    """Whether ``locality`` may reset ``pcr`` with TPM2_PCR_Reset."""
+    """Whether ``locality`` may reset ``pcr`` with TPM2_PCR_Reset.
+
+    A TPM that supports DRTM never lets TPM2_PCR_Reset run at locality 4: the DRTM PCRs are
+    reset by _TPM_Hash_Start only (reference implementation PCRIsResetAllowed; swtpm 0.7.1
+    answers TPM_RC_LOCALITY for PCR 17-22 at locality 4).
+    """
+    if locality >= 4:
+        return False
     return bool(PCR_ATTRIBUTES[pcr].reset_localities >> locality & 1)
+
+
+def counts_update(pcr: int) -> bool:
+    """Whether a change of ``pcr`` advances pcrUpdateCounter (Part 3 §22.4)."""
+    return not PCR_ATTRIBUTES[pcr].no_increment
+
+
+def startup_updates(resume: bool) -> int:
+    """How much TPM2_Startup advances pcrUpdateCounter: every PCR it (re)initialises counts
+    as changed, as in the reference implementation (20 on TPM Reset/Restart with the PC Client
+    table, 4 on TPM Resume, where the stateSave PCRs are restored instead)."""
+    return sum(1 for a in PCR_ATTRIBUTES
+               if not (resume and a.state_save) and not a.no_increment)
 
 
 class PcrBanks:
@@ -64,9 +95,10 @@ class PcrBanks:
         self.values = values
 
     @classmethod
-    def fresh(cls, banks: list[int]) -> "PcrBanks":
+    def fresh(cls, banks: list[int], startup_locality: int = 0) -> "PcrBanks":
         """All PCRs of ``banks`` at their initial values."""
-        return cls({alg: [initial_value(i, HASHES[alg].size) for i in range(PCR_COUNT)]
+        return cls({alg: [initial_value(i, HASHES[alg].size, startup_locality)
+                          for i in range(PCR_COUNT)]
                     for alg in banks})
 
     @property
@@ -74,11 +106,14 @@ class PcrBanks:
         """Allocated bank algorithms, in algorithm-id order."""
         return sorted(self.values)
 
-    def extend(self, pcr: int, alg: int, digest: bytes) -> None:
-        """PCR[alg][pcr] := H(PCR || digest) (Part 1 §17.2). Banks not allocated are ignored."""
+    def extend(self, pcr: int, alg: int, digest: bytes) -> bool:
+        """PCR[alg][pcr] := H(PCR || digest) (Part 1 §17.2). Banks not allocated are ignored;
+        returns whether a bank was extended."""
         bank = self.values.get(alg)
-        if bank is not None:
-            bank[pcr] = HASHES[alg].digest(bank[pcr], digest)
+        if bank is None:
+            return False
+        bank[pcr] = HASHES[alg].digest(bank[pcr], digest)
+        return True
 
     def reset(self, pcr: int) -> None:
         """PCR_Reset: zero ``pcr`` in every bank (Part 3 §22.8; DRTM PCRs reset to zero too)."""

@@ -159,6 +159,8 @@ class VolatileData:
     clock_safe: bool = True
     established: bool = False
     self_tested: bool = False
+    #: Whether the last TPM2_Startup followed an orderly shutdown (TPMA_STARTUP_CLEAR.orderly).
+    startup_orderly: bool = True
 
 
 T = TypeVar("T")

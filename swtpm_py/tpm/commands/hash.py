@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..constants import ALG, CC, RC, RH, ST, TPM_GENERATED_VALUE
+from ..constants import ALG, CC, RH, ST, TPM_GENERATED_VALUE
 from ..crypto import HASHES
-from ..errors import TpmError
 from ..handles import TPMI_RH_HIERARCHY_NULL, handle_param
 from ..registry import command
 from ..wire import TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPMI_ALG_HASH, TPMT_TK_HASHCHECK
@@ -25,22 +24,18 @@ def hierarchy_proof(tpm: Tpm, hierarchy: int) -> bytes:
     return proofs[hierarchy]
 
 
-def check_hierarchy_enabled(tpm: Tpm, hierarchy: int) -> None:
-    """TPM_RC_HIERARCHY when ``hierarchy`` is disabled (Part 1 §13.4)."""
-    sc = tpm.vol.state_clear
-    enabled = {RH.OWNER: sc.sh_enable, RH.ENDORSEMENT: sc.eh_enable,
-               RH.PLATFORM: tpm.vol.ph_enable}.get(hierarchy, True)
-    if not enabled:
-        raise TpmError(RC.HIERARCHY)
+def hashcheck_ticket(tpm: Tpm, hierarchy: int, hash_alg: int, digest: bytes) -> dict:
+    """TPMT_TK_HASHCHECK (Part 2 §10.7.6), or the NULL ticket for TPM_RH_NULL.
 
-
-def hashcheck_ticket(tpm: Tpm, hierarchy: int, digest: bytes) -> dict:
-    """TPMT_TK_HASHCHECK (Part 2 §10.7.6): HMAC(proof, TPM_ST_HASHCHECK || digest), or the
-    NULL ticket for TPM_RH_NULL."""
+    The HMAC, keyed with the hierarchy's proof, covers TPM_ST_HASHCHECK || hashAlg || digest:
+    Part 4's TicketComputeHashCheck() adds the algorithm that Part 2's formula leaves out, and
+    the tickets must verify the same way wherever they are checked (TPM2_Sign).
+    """
     if hierarchy == RH.NULL:
         return dict(tag=ST.HASHCHECK, hierarchy=RH.NULL, digest=b"")
     mac = HASHES[TICKET_HASH].hmac(hierarchy_proof(tpm, hierarchy),
-                                   int(ST.HASHCHECK).to_bytes(2, "big"), digest)
+                                   int(ST.HASHCHECK).to_bytes(2, "big"),
+                                   hash_alg.to_bytes(2, "big"), digest)
     return dict(tag=ST.HASHCHECK, hierarchy=hierarchy, digest=mac)
 
 
@@ -48,12 +43,12 @@ def hashcheck_ticket(tpm: Tpm, hierarchy: int, digest: bytes) -> dict:
          response=(TPM2B_DIGEST, TPMT_TK_HASHCHECK))
 def hash_(ctx: CommandContext, data: bytes, hash_alg: int, hierarchy: int) -> tuple:
     """Part 3 §15.4: digest ``data``; the ticket says the data did not start with
-    TPM_GENERATED_VALUE (so a restricted key may sign the digest)."""
-    try:
-        check_hierarchy_enabled(ctx.tpm, hierarchy)
-    except TpmError as exc:
-        raise TpmError(exc.rc, parameter=3) from None
+    TPM_GENERATED_VALUE (so a restricted key may sign the digest).
+
+    Part 3 does not require the hierarchy to be enabled, and swtpm 0.7.1 issues the ticket
+    for a disabled hierarchy too (a key of that hierarchy could not be used anyway).
+    """
     digest = HASHES[hash_alg].digest(data)
     generated = data[:4] == TPM_GENERATED_VALUE.to_bytes(4, "big")
-    ticket = hashcheck_ticket(ctx.tpm, RH.NULL if generated else hierarchy, digest)
+    ticket = hashcheck_ticket(ctx.tpm, RH.NULL if generated else hierarchy, hash_alg, digest)
     return digest, ticket

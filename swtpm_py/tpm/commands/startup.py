@@ -25,7 +25,7 @@ TPM_SU = Checked(UINT16, _check_su)
 def startup(ctx: CommandContext, startup_type: int) -> None:
     """Part 3 §9.3: TPM Reset, TPM Restart or TPM Resume, chosen by the type and the previous
     shutdown."""
-    ctx.tpm.startup(startup_type)
+    ctx.tpm.startup(startup_type, ctx.locality)
 
 
 @command(CC.Shutdown, params=(TPM_SU,), nv=True)
