@@ -38,6 +38,7 @@ from typing import Any, Callable, Protocol
 
 from .constants import CC, RC, RH, SU, HT, ST, SessionAttr
 from .crypto import Drbg
+from .entity import resolve
 from .errors import TpmError, for_handle, for_parameter, for_session
 from .pcr import PcrBanks, startup_updates
 from .registry import COMMANDS, Auth, CommandSpec
@@ -467,20 +468,7 @@ class Tpm:
     def check_handle_loaded(self, handle: int) -> None:
         """Part 3 §5.6.2: a handle must reference a loaded entity (TPM_RC_HANDLE), and a
         hierarchy handle an enabled hierarchy (TPM_RC_HIERARCHY)."""
-        htype = handle >> 24
-        if htype == HT.PCR:
-            return
-        if htype == HT.PERMANENT:
-            if handle in (RH.OWNER,) and not self.vol.state_clear.sh_enable:
-                raise TpmError(RC.HIERARCHY)
-            if handle == RH.ENDORSEMENT and not self.vol.state_clear.eh_enable:
-                raise TpmError(RC.HIERARCHY)
-            if handle == RH.PLATFORM and not self.vol.ph_enable:
-                raise TpmError(RC.HIERARCHY)
-            if handle in (RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM, RH.LOCKOUT, RH.NULL,
-                          RH.PLATFORM_NV):
-                return
-        raise TpmError(RC.HANDLE, detail=f"handle 0x{handle:08x} not loaded")
+        resolve(self, handle)
 
     def _parse_sessions(self, spec: CommandSpec, tag: int, stream: io.BytesIO,
                         size: int) -> list[_Session]:
@@ -537,18 +525,7 @@ class Tpm:
 
     def auth_value(self, handle: int) -> bytes:
         """The authValue of the entity ``handle`` refers to (Part 1 §19.6)."""
-        sc = self.vol.state_clear
-        values = {
-            RH.OWNER: self.perm.owner_auth,
-            RH.ENDORSEMENT: self.perm.endorsement_auth,
-            RH.LOCKOUT: self.perm.lockout_auth,
-            RH.PLATFORM: sc.platform_auth,
-        }
-        if handle in values:
-            return values[handle]
-        if handle >> 24 == HT.PCR:
-            return sc.pcr_auth.get(handle, b"")
-        return b""
+        return resolve(self, handle).auth_value
 
     def _session_loaded(self, handle: int) -> bool:
         """Whether the HMAC or policy session ``handle`` is loaded. Hook for the sessions
@@ -557,9 +534,13 @@ class Tpm:
 
     def da_exempt(self, handle: int) -> bool:
         """Part 1 §19.8.5 (IsDAExempted): PCRs and permanent handles other than TPM_RH_LOCKOUT
-        are not protected by the dictionary-attack logic."""
-        htype = handle >> 24
-        return htype == HT.PCR or (htype == HT.PERMANENT and handle != RH.LOCKOUT)
+        are not protected by the dictionary-attack logic; objects and NV indices say so in
+        their attributes (see :class:`~swtpm_py.tpm.entity.Entity`). An entity that is not
+        loaded counts as protected."""
+        try:
+            return resolve(self, handle).no_da
+        except TpmError:
+            return False
 
     def _authorize(self, ctx: CommandContext, spec: CommandSpec, handles: list[int],
                    sessions: list[_Session]) -> None:
