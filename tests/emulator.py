@@ -136,6 +136,10 @@ class Emulator:
             try:
                 with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=0.5):
                     pass
+                # Both channels must listen: an empty probe of the data port is harmless
+                # (tpm2-tss's swtpm TCTI sends one itself).
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
                 break
             except OSError:
                 if time.monotonic() > deadline:

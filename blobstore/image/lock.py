@@ -112,17 +112,19 @@ class ImageLock:
             for i, p in _perm_bits(held):
                 if self._taken(LOCK_SHARED_BASE + i):
                     raise ImageLockedError(
-                        f'Failed to get "{PERM_NAMES[p]}" lock on {self.path}: another process '
-                        f"(QEMU, qemu-img, or another emulator) has the image open and does not "
-                        f"allow it. Stop that process, or open the image read-only with sharing "
-                        f"(like qemu-img -U) to inspect it.")
+                        f'Failed to get "{PERM_NAMES[p]}" lock on {self.path}: the image is in '
+                        f"use by another process (QEMU, qemu-img, another emulator) or another "
+                        f"open in this one, which does not allow it. Stop that user first, or "
+                        f"open the image read-only with sharing (like qemu-img -U) to inspect "
+                        f"it.")
             for i, p in _perm_bits(PERM_ALL & ~shared):
                 if self._taken(LOCK_PERM_BASE + i):
                     raise ImageLockedError(
-                        f'Failed to get shared "{PERM_NAMES[p]}" lock on {self.path}: another '
-                        f"process (QEMU, qemu-img, or another emulator) has the image open with "
-                        f'"{PERM_NAMES[p]}" permission. Stop that process first, or open the '
-                        f"image read-only with sharing (like qemu-img -U) to inspect it.")
+                        f'Failed to get shared "{PERM_NAMES[p]}" lock on {self.path}: the image '
+                        f"is in use with \"{PERM_NAMES[p]}\" permission by another process "
+                        f"(QEMU, qemu-img, another emulator) or another open in this one. Stop "
+                        f"that user first, or open the image read-only with sharing (like "
+                        f"qemu-img -U) to inspect it.")
         except BaseException:
             self.release()
             raise

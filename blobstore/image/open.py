@@ -60,9 +60,10 @@ def open_image(path: str, format: str | None = None, readonly: bool = False,
 
 def create_image(path: str, format: str, size: int, cluster_size: int = 65536) -> None:
     """Create an image of ``size`` virtual bytes at ``path``, which must be missing or an
-    empty regular file. raw: a sparse file of exactly ``size`` bytes. qcow2: a v3 image laid
-    out like ``qemu-img create -f qcow2 -o cluster_size=...`` (size rounded up to 512). The
-    new file and its directory entry are durable when this returns."""
+    empty regular file. Like qemu-img, the size is rounded up to a multiple of 512 (QEMU
+    sees raw files in whole sectors). raw: a sparse file of that size. qcow2: a v3 image laid
+    out like ``qemu-img create -f qcow2 -o cluster_size=...``. The new file and its
+    directory entry are durable when this returns."""
     path = str(path)
     if format == "qcow2":
         create_qcow2(path, size, cluster_size)
@@ -78,7 +79,7 @@ def create_image(path: str, format: str, size: int, cluster_size: int = 65536) -
             if fd_size(fd):
                 raise ImageError(f"{path} already exists and is not empty; refusing to "
                                  f"overwrite")
-            os.ftruncate(fd, size)
+            os.ftruncate(fd, -(-size // 512) * 512)
             os.fsync(fd)
         finally:
             os.close(fd)

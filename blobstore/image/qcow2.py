@@ -22,13 +22,21 @@ lower than its references. The write order guarantees it across a crash:
    reference is durable (after a barrier; ordinary copy-on-write frees wait for the next
    :meth:`flush`).
 3. The COPIED flag (bit 63 of L1/L2 entries: "refcount is exactly one, write in place") is
-   cleared before the state that makes it false becomes durable, and set only after the
+   cleared before the snapshot that shares a cluster becomes durable, and set only after the
    refcount decrement that makes it true is durable.
 
 So a crash at any point leaves, at worst, leaked clusters (``qemu-img check`` reports them as
-leaks and ``-r leaks`` reclaims them), never a reference to a freed cluster. The refcount
-invariant is QEMU's: a cluster's refcount is the number of paths to it from the active L1 table
-and every snapshot's L1 table (a data cluster in an L2 table shared by two L1 tables counts two).
+leaks and ``-r leaks`` reclaims them), never a reference to a freed cluster. One window cannot
+be closed without a journal: inside a snapshot create/apply/delete, a refcount and the COPIED
+flag that mirrors it live in different clusters, so a crash there can leave them disagreeing
+(QEMU has the same window). Refcounts are then over-counted, never under-counted, so no data is
+at risk, but ``qemu-img check`` calls the flags errors. Snapshot operations therefore mark the
+header with a private extension (EXT_FLAG_UPDATE, which QEMU ignores and keeps) while they run;
+a writable open that finds the mark recomputes the active COPIED flags and removes it.
+
+The refcount invariant is QEMU's: a cluster's refcount is the number of paths to it from the
+active L1 table and every snapshot's L1 table (a data cluster in an L2 table shared by two L1
+tables counts two).
 """
 
 from __future__ import annotations
@@ -1073,6 +1081,9 @@ def create_qcow2(path: str, size: int, cluster_size: int = 65536) -> None:
         raise ImageError("the size must not be negative")
     size = _ceil_div(size, 512) * 512
     cs = cluster_size
+    if _ceil_div(size, cs * (cs // 8)) * 8 > MAX_L1_BYTES:
+        raise ImageError(f"{size} bytes need an L1 table larger than QEMU's limit with "
+                         f"{cs}-byte clusters; use a larger cluster size")
     hdr = {
         "version": 3, "backing_file_offset": 0, "backing_file_size": 0,
         "cluster_bits": cs.bit_length() - 1, "size": 0, "crypt_method": 0, "l1_size": 0,

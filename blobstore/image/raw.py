@@ -21,6 +21,8 @@ def open_fd(path: str, readonly: bool) -> tuple[int, os.stat_result]:
         fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ImageError(f"cannot open {path}: no such file (create it first)") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path} is a directory, not a regular file or block device") from None
     except OSError as e:
         raise ImageError(f"cannot open {path}{'' if readonly else ' for writing'}: "
                          f"{e.strerror}") from None
