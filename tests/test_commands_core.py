@@ -509,3 +509,38 @@ def test_failure_mode_answers_failure_to_everything():
     for command in (get_random(8), b"\x00", cmd(CC.GetRandom, u16(8), tag=0x8003),
                     cmd(0x20000000)):
         assert rc(tpm, command) == RC.FAILURE
+
+
+# ---------------------------------------------------------------------------- wire speed-ups
+
+
+def test_compiled_builders_build_what_the_interpreted_ones_do():
+    """wire.CompiledBuild: construct's compiled builder must produce the same octets, and
+    parsing must stay strict (a short read is TPM_RC_INSUFFICIENT, never a short value)."""
+    import io
+
+    from swtpm_py.tpm import wire
+    from swtpm_py.tpm.errors import TpmError
+
+    samples = {
+        "TPML_PCR_SELECTION": [dict(hash=ALG.SHA256, sizeofSelect=3, pcrSelect=b"\x0f\x00\x80")],
+        "TPML_DIGEST_VALUES": [dict(hashAlg=alg, digest=bytes([alg]) * size(alg))
+                               for alg in BANKS],
+        "TPML_DIGEST": [b"\x01" * 32, b"\x02" * 20],
+        "TPMS_TIME_INFO": dict(time=1, clockInfo=dict(clock=2, resetCount=3, restartCount=4,
+                                                      safe=1)),
+        "TPMT_TK_HASHCHECK": dict(tag=0x8024, hierarchy=RH.OWNER, digest=b"\x33" * 64),
+        "TPMS_AUTH_RESPONSE": dict(nonce=b"n" * 16, sessionAttributes=1, hmac=b"h" * 32),
+        "TPML_TAGGED_TPM_PROPERTY": [dict(property=0x100 + i, value=i) for i in range(46)],
+        "TPML_CC": [0x144, 0x17B],
+    }
+    for name, value in samples.items():
+        con = getattr(wire, name)
+        assert isinstance(con, wire.CompiledBuild), name
+        built = con.build(value)
+        assert built == con.subcon.build(value), name
+        assert con.build(con.parse(built)) == built, name
+        for cut in range(len(built)):
+            with pytest.raises(TpmError) as err:
+                wire.parse_stream(con, io.BytesIO(built[:cut]))
+            assert err.value.rc == RC.INSUFFICIENT, (name, cut)

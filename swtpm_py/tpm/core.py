@@ -175,8 +175,6 @@ class Tpm:
         self._time_start = 0
         #: Code of the last command executed (for the swtpm control channel's auto-shutdown).
         self.last_command: int | None = None
-        #: Locality of the last TPM2_Startup (0 or 3).
-        self.startup_locality = 0
 
     # ------------------------------------------------------------------ power and state
 
@@ -345,9 +343,8 @@ class Tpm:
                                 clock_safe=self.vol.clock_safe,
                                 established=self.vol.established,
                                 self_tested=self.vol.self_tested,
-                                startup_orderly=orderly)
+                                startup_orderly=orderly, startup_locality=locality)
         self.pcrs = pcrs
-        self.startup_locality = locality
         self.perm.orderly_state = SU_NONE
         storage.delete(BlobKind.SAVESTATE)
 
@@ -360,7 +357,7 @@ class Tpm:
             self.platform.storage.store(BlobKind.SAVESTATE, encode_blob(BlobKind.SAVESTATE, saved))
             # The reference implementation keeps the startup locality with the orderly state,
             # so that TPM Resume can insist on the same one.
-            if self.startup_locality == 3:
+            if self.vol.startup_locality == 3:
                 shutdown_type |= STARTUP_LOCALITY_3
         self.perm.orderly_state = shutdown_type
 

@@ -67,6 +67,9 @@ def rc_name(rc: int) -> str:
     """A readable name for a response code, e.g. ``VALUE+P1`` for 0x1c4 (for logs and tests)."""
     if rc == 0:
         return "SUCCESS"
+    for base, letter in ((RC.REFERENCE_H0, "H"), (RC.REFERENCE_S0, "S")):
+        if base <= rc <= base + 6:
+            return f"REFERENCE_{letter}{rc - base}"
     if is_format1(rc):
         base = rc & 0x0BF
         if rc & RC_P:

@@ -161,6 +161,8 @@ class VolatileData:
     self_tested: bool = False
     #: Whether the last TPM2_Startup followed an orderly shutdown (TPMA_STARTUP_CLEAR.orderly).
     startup_orderly: bool = True
+    #: Locality of the last TPM2_Startup (0 or 3); Shutdown(STATE) records it for the resume.
+    startup_locality: int = 0
 
 
 T = TypeVar("T")

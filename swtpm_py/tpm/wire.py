@@ -190,12 +190,12 @@ TPMA_SESSION = Checked(UINT8, _check_session_attributes)
 
 #: One entry of a command's authorization area (TPMS_AUTH_COMMAND, Part 2 §10.13.2), fields
 #: unmarshalled and checked in order, as the reference implementation does.
-TPMS_AUTH_COMMAND = compiled(c.Struct(
+TPMS_AUTH_COMMAND = c.Struct(
     "sessionHandle" / TPMI_SH_AUTH_SESSION,
     "nonce" / TPM2B_NONCE,
     "sessionAttributes" / TPMA_SESSION,
     "hmac" / TPM2B_AUTH,
-))
+)
 #: One entry of a response's authorization area (TPMS_AUTH_RESPONSE, Part 2 §10.13.3).
 TPMS_AUTH_RESPONSE = compiled(c.Struct(
     "nonce" / TPM2B_NONCE, "sessionAttributes" / UINT8, "hmac" / TPM2B_AUTH,

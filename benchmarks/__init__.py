@@ -1,0 +1,1 @@
+"""Benchmarks: the same workloads against swtpm_py and the real swtpm (see run.py)."""
