@@ -27,7 +27,7 @@ from tpm2_pytss.constants import TPM2_CAP
 from swtpm_py import __version__
 from swtpm_py.tpm import MemoryStorage, Platform, Tpm, algorithms, core, crypto, properties
 from swtpm_py.tpm.commands import capability
-from swtpm_py.tpm.commands.capability import TPMS_CAPABILITY_DATA
+from swtpm_py.tpm.wire import TPMS_CAPABILITY_DATA
 from swtpm_py.tpm.constants import ALG, CAP, CC, ECC_CURVE, HT, PT, PT_PCR, RC, RH
 from swtpm_py.tpm.pcr import PCR_ATTRIBUTES, counts_update
 from swtpm_py.tpm.registry import COMMANDS

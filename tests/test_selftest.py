@@ -28,7 +28,7 @@ from tpm2_pytss.types import TPMT_PUBLIC_PARMS as PyTPMT_PUBLIC_PARMS
 
 from swtpm_py.tpm import MemoryStorage, Platform, Tpm, algorithms, crypto
 from swtpm_py.tpm.algorithms import Algorithm, AlgAttr, Details, Role
-from swtpm_py.tpm.commands.capability import TPMS_CAPABILITY_DATA
+from swtpm_py.tpm.wire import TPMS_CAPABILITY_DATA
 from swtpm_py.tpm.constants import ALG, CAP, CC, ECC_CURVE, RC
 from swtpm_py.tpm.crypto import HashAlg
 from swtpm_py.tpm.state import BlobKind

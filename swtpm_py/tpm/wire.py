@@ -207,7 +207,18 @@ TPMS_TAGGED_PROPERTY = c.Struct("property" / UINT32, "value" / UINT32)
 TPMS_TAGGED_PCR_SELECT = c.Struct(
     "tag" / UINT32, "sizeofSelect" / UINT8, "pcrSelect" / c.Bytes(c.this.sizeofSelect),
 )
-TPMS_TAGGED_POLICY = c.Struct("handle" / UINT32, "policyHash" / TPMT_HA)
+def _policy_digest_size(ctx: Any) -> int:
+    return HASHES[ctx.hashAlg].size if ctx.hashAlg in HASHES else 0
+
+
+#: TPMS_TAGGED_POLICY (Part 2 §10.8.5) whose TPMT_HA may be TPM_ALG_NULL with no digest (a
+#: hierarchy without an authPolicy, as swtpm reports it).
+TPMS_TAGGED_POLICY = c.Struct(
+    "handle" / UINT32,
+    "policyHash" / c.Struct("hashAlg" / UINT16, "digest" / c.Bytes(_policy_digest_size)),
+)
+#: TPMS_ACT_DATA (Part 2 §10.8.6).
+TPMS_ACT_DATA = c.Struct("handle" / UINT32, "timeout" / UINT32, "attributes" / UINT32)
 # The capability lists are only ever built by the TPM: compiled builders (GetCapability of
 # TPM_PROPERTIES builds ~46 entries; see benchmarks/README.md).
 TPML_ALG_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_ALG_PROPERTY))
@@ -217,8 +228,10 @@ TPML_CC = compiled(c.PrefixedArray(UINT32, UINT32))
 TPML_TAGGED_TPM_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_TAGGED_PROPERTY))
 TPML_TAGGED_PCR_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_TAGGED_PCR_SELECT))
 TPML_ECC_CURVE = compiled(c.PrefixedArray(UINT32, UINT16))
-TPML_TAGGED_POLICY = compiled(c.PrefixedArray(UINT32, TPMS_TAGGED_POLICY))
-TPML_ALG = c.PrefixedArray(Checked(UINT32, _check_count(128)), UINT16)
+TPML_TAGGED_POLICY = c.PrefixedArray(UINT32, TPMS_TAGGED_POLICY)
+TPML_ACT_DATA = c.PrefixedArray(UINT32, TPMS_ACT_DATA)
+#: Part 2 §10.9.3: at most MAX_ALG_LIST_SIZE (64) entries; swtpm answers TPM_RC_SIZE for 65.
+TPML_ALG = c.PrefixedArray(Checked(UINT32, _check_count(64)), UINT16)
 
 #: Part 2 §10.10.2 TPMS_CAPABILITY_DATA: the union arm is chosen by the capability.
 TPMU_CAPABILITIES = {
@@ -232,6 +245,7 @@ TPMU_CAPABILITIES = {
     0x7: TPML_TAGGED_PCR_PROPERTY,
     0x8: TPML_ECC_CURVE,
     0x9: TPML_TAGGED_POLICY,
+    0xA: TPML_ACT_DATA,
 }
 TPMS_CAPABILITY_DATA = c.Struct(
     "capability" / UINT32,

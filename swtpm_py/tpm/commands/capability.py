@@ -20,17 +20,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import construct as c
-
 from .. import algorithms, properties
 from ..constants import CAP, CC, HT, PT_PCR, RC, RH
-from ..crypto import HASHES
 from ..errors import TpmError
 from ..pcr import PCR_ATTRIBUTES, counts_update
 from ..properties import MAX_CAP_BUFFER
 from ..registry import COMMANDS, command
-from ..wire import (MAX_DIGEST_SIZE, PCR_COUNT, PCR_SELECT_MAX, UINT8, UINT16, UINT32,
-                    TPMU_CAPABILITIES, Checked, bitmap_of)
+from ..wire import (MAX_DIGEST_SIZE, PCR_COUNT, PCR_SELECT_MAX, TPMS_CAPABILITY_DATA, UINT8,
+                    UINT32, Checked, bitmap_of)
 
 if TYPE_CHECKING:
     from ..core import CommandContext, Tpm
@@ -56,28 +53,6 @@ CC_VENDOR = 0x20000000
 RH_ACT_FIRST, RH_ACT_LAST = 0x40000110, 0x4000011F
 
 
-def _policy_digest_size(ctx: Any) -> int:
-    return HASHES[ctx.hashAlg].size if ctx.hashAlg in HASHES else 0
-
-
-#: TPMS_TAGGED_POLICY (Part 2 §10.8.5) whose TPMT_HA may be TPM_ALG_NULL with no digest (a
-#: hierarchy without an authPolicy, as swtpm reports it).
-TPMS_TAGGED_POLICY = c.Struct(
-    "handle" / UINT32,
-    "policyHash" / c.Struct("hashAlg" / UINT16, "digest" / c.Bytes(_policy_digest_size)),
-)
-#: TPMS_ACT_DATA (Part 2 §10.8.6).
-TPMS_ACT_DATA = c.Struct("handle" / UINT32, "timeout" / UINT32, "attributes" / UINT32)
-
-#: TPMU_CAPABILITIES with the two arms above (Part 2 §10.10.1).
-CAPABILITIES_UNION = {**TPMU_CAPABILITIES,
-                      CAP.AUTH_POLICIES: c.PrefixedArray(UINT32, TPMS_TAGGED_POLICY),
-                      CAP.ACT: c.PrefixedArray(UINT32, TPMS_ACT_DATA)}
-#: TPMS_CAPABILITY_DATA (Part 2 §10.10.2).
-TPMS_CAPABILITY_DATA = c.Struct(
-    "capability" / UINT32,
-    "data" / c.Switch(c.this.capability, CAPABILITIES_UNION),
-)
 
 
 def _check_cap(value: int) -> None:
