@@ -11,6 +11,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulator import Emulator  # noqa: E402
+from tpmcmd import FakeClock, power_on, rc, startup  # noqa: E402
+
+from swtpm_py.tpm import MemoryStorage, Platform, Tpm  # noqa: E402
+
+
+@pytest.fixture
+def platform() -> Platform:
+    """In-memory storage and a settable clock shared by the power cycles of one test."""
+    return Platform(storage=MemoryStorage(), clock=FakeClock())
+
+
+@pytest.fixture
+def tpm(platform: Platform) -> Tpm:
+    """An in-process TPM, manufactured, after Startup(CLEAR) sent as raw bytes."""
+    t = power_on(platform)
+    assert rc(t.execute(startup())) == 0
+    return t
 
 
 @pytest.fixture

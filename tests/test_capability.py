@@ -34,7 +34,7 @@ from swtpm_py.tpm.registry import COMMANDS
 from swtpm_py.tpm.state import Policy
 
 from emulator import Emulator, recv_exact
-from tpmcmd import cmd, rc, shutdown, startup
+from tpmcmd import power_on, cmd, rc, shutdown, startup
 
 Send = Callable[[bytes], bytes]
 
@@ -133,37 +133,6 @@ def walk(send: Send, cap: int, start: int, step: int = 1) -> list:
         assert page, "moreData YES but nothing returned"
         prop = key_of(cap, page[-1]) + 1
     raise AssertionError("moreData never ended")
-
-
-class FakeClock:
-    """A settable millisecond clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def power_on(platform: Platform) -> Tpm:
-    """_TPM_Init of a TPM over ``platform`` (a new instance, as after power loss)."""
-    tpm = Tpm(platform)
-    tpm.power_on()
-    return tpm
-
-
-@pytest.fixture
-def platform() -> Platform:
-    """Storage and clock shared by the power cycles of one test."""
-    return Platform(storage=MemoryStorage(), clock=FakeClock())
-
-
-@pytest.fixture
-def tpm(platform: Platform) -> Tpm:
-    """A manufactured TPM after Startup(CLEAR), sent as raw bytes."""
-    t = power_on(platform)
-    assert rc(t.execute(startup())) == 0
-    return t
 
 
 def props(send: Send, start: int) -> dict[int, int]:

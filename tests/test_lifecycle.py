@@ -5,36 +5,16 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 
 from swtpm_py.tpm import MemoryStorage, Platform, Tpm
 from swtpm_py.tpm.constants import ALG, CC, RC, RH
 from swtpm_py.tpm.state import BlobKind
 
-from tpmcmd import (cmd, pcr_extend, pcr_read, pcr_values, rc, read_clock_info, shutdown,
+from tpmcmd import (cmd, power_on, pcr_extend, pcr_read, pcr_values, rc, read_clock_info, shutdown,
                     startup)
 
 
-class FakeClock:
-    """A settable millisecond clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def platform() -> Platform:
-    return Platform(storage=MemoryStorage(), clock=FakeClock())
-
-
-def power_cycle(platform: Platform) -> Tpm:
-    """A new TPM instance over the same storage: a power loss + _TPM_Init."""
-    tpm = Tpm(platform)
-    tpm.power_on()
-    return tpm
+power_cycle = power_on
 
 
 def clock_info(tpm: Tpm) -> dict:

@@ -26,7 +26,7 @@ from tpm2_pytss.constants import TPM2_ALG
 from tpm2_pytss.types import TPML_ALG as PyTPML_ALG
 from tpm2_pytss.types import TPMT_PUBLIC_PARMS as PyTPMT_PUBLIC_PARMS
 
-from swtpm_py.tpm import MemoryStorage, Platform, Tpm, algorithms, crypto
+from swtpm_py.tpm import Platform, Tpm, algorithms, crypto
 from swtpm_py.tpm.algorithms import Algorithm, AlgAttr, Details, Role
 from swtpm_py.tpm.wire import TPMS_CAPABILITY_DATA
 from swtpm_py.tpm.constants import ALG, CAP, CC, ECC_CURVE, RC
@@ -35,7 +35,7 @@ from swtpm_py.tpm.state import BlobKind
 
 from emulator import Emulator
 from test_capability import send_all
-from tpmcmd import cmd, pcr_read, rc, startup
+from tpmcmd import power_on, cmd, pcr_read, rc, startup
 
 #: What is tested after _TPM_Init: every hash (with its HMAC) and KDFa.
 TESTABLE = [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512, ALG.KDF1_SP800_108]
@@ -77,37 +77,6 @@ def result_of(response: bytes) -> tuple[bytes, int]:
 def parms_cmd(parms: bytes) -> bytes:
     """TPM2_TestParms of raw TPMT_PUBLIC_PARMS."""
     return cmd(CC.TestParms, parms)
-
-
-class FakeClock:
-    """A settable millisecond clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def power_on(platform: Platform) -> Tpm:
-    """_TPM_Init of a new TPM instance over ``platform``."""
-    tpm = Tpm(platform)
-    tpm.power_on()
-    return tpm
-
-
-@pytest.fixture
-def platform() -> Platform:
-    """Storage and clock shared by the power cycles of one test."""
-    return Platform(storage=MemoryStorage(), clock=FakeClock())
-
-
-@pytest.fixture
-def tpm(platform: Platform) -> Tpm:
-    """A manufactured TPM after Startup(CLEAR)."""
-    t = power_on(platform)
-    assert rc(t.execute(startup())) == 0
-    return t
 
 
 # ---------------------------------------------------------------------------- the vectors

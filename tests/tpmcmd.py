@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import struct
 
+from swtpm_py.tpm import Platform, Tpm
 from swtpm_py.tpm.constants import CC, RH, ST
+
+
+class FakeClock:
+    """A settable millisecond clock for in-process TPMs."""
+
+    def __init__(self) -> None:
+        self.now = 1000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def power_on(platform: Platform) -> Tpm:
+    """_TPM_Init of a new TPM instance over ``platform`` (as after a power loss)."""
+    tpm = Tpm(platform)
+    tpm.power_on()
+    return tpm
 
 
 def cmd(code: int, body: bytes = b"", tag: int = ST.NO_SESSIONS) -> bytes:
