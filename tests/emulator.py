@@ -130,7 +130,7 @@ class Emulator:
                 with open(self.log_path, "rb") as log:
                     log.seek(log_start)
                     output = log.read().decode(errors="replace")
-                if "in use" in output:
+                if "Address already in use" in output:
                     raise PortTaken(output)
                 raise RuntimeError(f"{self.kind} exited with {rc}:\n{output}")
             try:

@@ -1,0 +1,531 @@
+"""The swtpm control channel and data-channel rules, sans-I/O (REFERENCE.md §1, §2).
+
+Two pieces, neither of which touches a socket:
+
+* :class:`RequestParser` reassembles control requests from what the transport reads. swtpm's
+  framing is kept exactly: a request is a u32 command code and a body whose *minimum* size is
+  known per code (INIT 4, SET_LOCALITY 1 ...); bytes are collected until that size is reached,
+  and everything received by then (up to swtpm's 4104-byte buffer) is the request — so extra
+  bytes in the same read make the body too long (TPM_BAD_PARAMETER), as with swtpm. A request
+  still incomplete after :data:`REQUEST_DEADLINE` seconds makes the server close the
+  connection (swtpm 0.7.1 does the same).
+* :class:`Device` is the emulated TPM *device* around the sans-I/O core
+  (:class:`swtpm_py.tpm.Tpm`): run state (not initialized / running / stopped), the locality
+  commands execute in, the TPM-established bit, the buffer size, the control commands and
+  the data-channel rules (the TPM_SEND_COMMAND prefix, the failure reply before INIT, the
+  in-band SetLocality vendor command).
+
+Every rule below was measured on swtpm 0.7.1 (libtpms 0.9.2) with raw requests; the tests in
+tests/test_control.py and tests/test_swtpm_ioctl.py pin them down. Where swtpm_py does what a
+newer swtpm does instead, the code says so (auto-shutdown, ``--ctrl ...,terminate``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .tpm import Tpm, algorithms, properties
+from .tpm.constants import ALG, CC, RC, SU
+from .tpm.state import BlobKind
+
+log = logging.getLogger("swtpm_py.control")
+
+
+class Cmd(enum.IntEnum):
+    """Control-channel command codes (swtpm's tpm_ioctl.h ``CMD_*``)."""
+
+    GET_CAPABILITY = 0x01
+    INIT = 0x02
+    SHUTDOWN = 0x03
+    GET_TPMESTABLISHED = 0x04
+    SET_LOCALITY = 0x05
+    HASH_START = 0x06
+    HASH_DATA = 0x07
+    HASH_END = 0x08
+    CANCEL_TPM_CMD = 0x09
+    STORE_VOLATILE = 0x0A
+    RESET_TPMESTABLISHED = 0x0B
+    GET_STATEBLOB = 0x0C
+    SET_STATEBLOB = 0x0D
+    STOP = 0x0E
+    GET_CONFIG = 0x0F
+    SET_DATAFD = 0x10
+    SET_BUFFERSIZE = 0x11
+    GET_INFO = 0x12
+    LOCK_STORAGE = 0x13
+
+
+class Res(enum.IntEnum):
+    """Result codes of control replies (TPM 1.2 codes, as swtpm uses them)."""
+
+    SUCCESS = 0x00
+    BAD_PARAMETER = 0x03
+    FAIL = 0x09
+    BAD_ORDINAL = 0x0A
+    IOERROR = 0x1F
+    BAD_LOCALITY = 0x3D
+    RETRY = 0x800
+
+
+class Cap(enum.IntFlag):
+    """GET_CAPABILITY bits (``PTM_CAP_*``)."""
+
+    INIT = 1 << 0
+    SHUTDOWN = 1 << 1
+    GET_TPMESTABLISHED = 1 << 2
+    SET_LOCALITY = 1 << 3
+    HASHING = 1 << 4
+    CANCEL_TPM_CMD = 1 << 5
+    STORE_VOLATILE = 1 << 6
+    RESET_TPMESTABLISHED = 1 << 7
+    GET_STATEBLOB = 1 << 8
+    SET_STATEBLOB = 1 << 9
+    STOP = 1 << 10
+    GET_CONFIG = 1 << 11
+    SET_DATAFD = 1 << 12
+    SET_BUFFERSIZE = 1 << 13
+    GET_INFO = 1 << 14
+    SEND_COMMAND_HEADER = 1 << 15
+    LOCK_STORAGE = 1 << 16
+
+
+#: Exactly the capabilities implemented below (swtpm 0.7.1 reports 0xffff: it also has
+#: HASHING and GET/SET_STATEBLOB, which belong to another issue here).
+CAPABILITIES = (Cap.INIT | Cap.SHUTDOWN | Cap.GET_TPMESTABLISHED | Cap.SET_LOCALITY
+                | Cap.CANCEL_TPM_CMD | Cap.STORE_VOLATILE | Cap.RESET_TPMESTABLISHED
+                | Cap.STOP | Cap.GET_CONFIG | Cap.SET_DATAFD | Cap.SET_BUFFERSIZE
+                | Cap.GET_INFO | Cap.SEND_COMMAND_HEADER)
+
+#: swtpm's receive buffer: the code plus the largest body (ptm_hdata: length + 4096 bytes).
+REQUEST_BUFFER = 4 + 4 + 4096
+#: Seconds a request may take to arrive completely before the connection is closed.
+REQUEST_DEADLINE = 0.5
+
+#: Minimum body size of the codes whose body is read before they are processed (swtpm's
+#: ctrlchannel_recv_cmd); every other code is processed as soon as its 4 bytes are in.
+BODY_SIZE: dict[int, int] = {
+    Cmd.INIT: 4,                  # u32 init flags
+    Cmd.SET_LOCALITY: 1,          # u8 locality (QEMU pads it to 4 bytes)
+    Cmd.RESET_TPMESTABLISHED: 1,  # u8 locality
+}
+
+#: SET_BUFFERSIZE limits (libtpms' TPM 2: TPM_BUFFER_MIN ... TPM_BUFFER_MAX, default max).
+BUFFER_SIZE_MIN = 2808
+BUFFER_SIZE_MAX = 4096
+#: GET_INFO returns at most this many bytes of the JSON text per reply (PTM_GETINFO_SIZE).
+GETINFO_CHUNK = 3 * 1024
+
+#: INIT flag: delete the volatile state after loading it.
+INIT_FLAG_DELETE_VOLATILE = 0x1
+#: GET_CONFIG flags (no state encryption keys exist in swtpm_py yet: always 0).
+CONFIG_FLAG_FILE_KEY = 0x1
+CONFIG_FLAG_MIGRATION_KEY = 0x2
+
+#: GET_INFO flags (TPMLIB_INFO_*). libtpms 0.9 answers only these three; 8 (runtime
+#: algorithms) and 16 (runtime commands) came with libtpms 0.10 profiles and give ``{}`` on
+#: the reference, as here.
+INFO_TPMSPECIFICATION = 1
+INFO_TPMATTRIBUTES = 2
+INFO_TPMFEATURES = 4
+
+#: The answer to every data-channel command while the TPM is not running (TPM_RC_FAILURE).
+FAILURE_REPLY = bytes.fromhex("80010000000a00000101")
+
+#: TPM_SEND_COMMAND of the MS simulator protocol: the optional 9-byte data-channel prefix.
+TPM_SEND_COMMAND = 8
+SEND_COMMAND_PREFIX = struct.Struct(">IBI")  # command, locality, size
+#: swtpm's in-band vendor command that sets the locality (with --locality allow-set-locality).
+TPM2_CC_SET_LOCALITY = 0x20001000
+#: What swtpm answers a refused vendor SetLocality with: its TPM_RC_LOCALITY constant is
+#: 0x107 (measured on 0.7.1), not the TPM 2.0 warning TPM_RC_LOCALITY (0x907).
+SWTPM_RC_LOCALITY = 0x107
+
+
+def tpm_command(code: int, body: bytes = b"") -> bytes:
+    """A TPM 2.0 command without sessions."""
+    return struct.pack(">HII", 0x8001, 10 + len(body), code) + body
+
+
+def error_reply(rc: int) -> bytes:
+    """A 10-byte TPM 2.0 response carrying only ``rc``."""
+    return struct.pack(">HII", 0x8001, 10, rc)
+
+
+def has_send_command_prefix(data: bytes) -> bool:
+    """swtpm's test for the TPM_SEND_COMMAND prefix: at least a header's worth of bytes, a
+    first u16 that is no TPM 2.0 tag, and TPM_SEND_COMMAND as the first u32."""
+    if len(data) < 10 or data[:2] in (b"\x80\x01", b"\x80\x02"):
+        return False
+    return struct.unpack_from(">I", data)[0] == TPM_SEND_COMMAND
+
+
+@dataclass
+class Request:
+    """One reassembled control request: its code, the body and any file descriptors that
+    arrived with it (SCM_RIGHTS)."""
+
+    code: int
+    body: bytes
+    fds: list[int] = field(default_factory=list)
+
+
+class RequestParser:
+    """Reassembles control requests from the chunks the transport reads (see module doc)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._fds: list[int] = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether part of a request has arrived (the deadline runs)."""
+        return bool(self._buf)
+
+    def take_fds(self) -> list[int]:
+        """File descriptors received with an incomplete request (to close them)."""
+        fds, self._fds = self._fds, []
+        return fds
+
+    @staticmethod
+    def needed(head: bytes) -> int:
+        """Total bytes a request starting with ``head`` needs before it is processed."""
+        if len(head) < 4:
+            return 4
+        code = struct.unpack_from(">I", head)[0]
+        return 4 + BODY_SIZE.get(code, 0)
+
+    def feed(self, data: bytes, fds: Sequence[int] = ()) -> list[Request]:
+        """Add one read's worth of bytes (and received fds); return the completed requests."""
+        self._buf += data
+        self._fds.extend(fds)
+        out: list[Request] = []
+        while self._buf:
+            chunk = bytes(self._buf[:REQUEST_BUFFER])
+            if len(chunk) < self.needed(chunk):
+                break
+            del self._buf[:len(chunk)]
+            code = struct.unpack_from(">I", chunk)[0]
+            out.append(Request(code, chunk[4:], self.take_fds()))
+        return out
+
+
+@dataclass
+class Reply:
+    """What the transport must do with a control request's outcome.
+
+    ``data`` is written in one write; then, if ``exit`` is set, the process exits (SHUTDOWN);
+    ``data_fd`` is a received descriptor the transport adopts as the data connection
+    (SET_DATAFD).
+    """
+
+    data: bytes
+    exit: bool = False
+    data_fd: int | None = None
+
+
+def result(res: int) -> Reply:
+    """A reply that is only a result code."""
+    return Reply(struct.pack(">I", res))
+
+
+class RunState(enum.Enum):
+    """The device's run state (qemu.qmp style: explicit, with guards)."""
+
+    #: Before the first INIT (started without not-need-init): data commands fail.
+    NOT_INITIALIZED = "not initialized"
+    #: After INIT (or at start with not-need-init): the TPM executes commands.
+    RUNNING = "running"
+    #: After STOP or a failed INIT: data commands fail until the next INIT.
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """The command-line choices that shape the device (``--flags``, ``--locality``)."""
+
+    #: False with ``--flags not-need-init`` (or any startup-* but startup-none).
+    need_init: bool = True
+    #: TPM2_Startup type sent when the device starts (``startup-clear``/``startup-state``).
+    startup: SU | None = None
+    #: Send TPM2_Shutdown(STATE) before INIT/STOP/SHUTDOWN and at exit when the last command
+    #: was not a Shutdown (off with ``--flags disable-auto-shutdown``).
+    auto_shutdown: bool = True
+    #: ``--locality reject-locality-4``: SET_LOCALITY and SetLocality refuse locality 4.
+    reject_locality_4: bool = False
+    #: ``--locality allow-set-locality``: the in-band SetLocality vendor command works.
+    allow_set_locality: bool = False
+
+
+def info_json(flags: int) -> str:
+    """The GET_INFO / ``--print-info`` JSON document for ``flags``, formatted as libtpms
+    formats it (compact, members in flag order)."""
+    parts: list[str] = []
+    if flags & INFO_TPMSPECIFICATION:
+        parts.append('"TPMSpecification":' + json.dumps(
+            {"family": properties.SPEC_FAMILY, "level": properties.SPEC_LEVEL,
+             "revision": properties.SPEC_REVISION}, separators=(",", ":")))
+    if flags & INFO_TPMATTRIBUTES:
+        # manufacturer: the TCG vendor id swtpm reports (TPM_PT_MANUFACTURER is swtpm's "IBM"
+        # too); version: TPM_PT_FIRMWARE_VERSION_1, as libtpms derives it; model: swtpm's.
+        version = properties.firmware_version()[0]
+        parts.append('"TPMAttributes":' + json.dumps(
+            {"manufacturer": "id:00001014", "version": f"id:{version:08X}", "model": "swtpm"},
+            separators=(",", ":")))
+    if flags & INFO_TPMFEATURES:
+        # Only key sizes the core implements (libtpms 0.9: RSA 1024-3072, Camellia 128/256).
+        rsa = algorithms.ALGORITHMS.get(ALG.RSA)
+        camellia = algorithms.ALGORITHMS.get(ALG.CAMELLIA)
+        parts.append('"TPMFeatures":' + json.dumps(
+            {"RSAKeySizes": list(rsa.key_bits) if rsa else [],
+             "CamelliaKeySizes": list(camellia.key_bits) if camellia else []},
+            separators=(",", ":")))
+    return "{" + ",".join(parts) + "}"
+
+
+class Device:
+    """The emulated TPM device: the core plus the swtpm device rules (see module doc).
+
+    ``tpm`` must have its platform storage set; STORE_VOLATILE writes through it.
+    """
+
+    def __init__(self, tpm: Tpm, options: DeviceOptions = DeviceOptions()) -> None:
+        self.tpm = tpm
+        self.options = options
+        self.state = RunState.NOT_INITIALIZED
+        #: The locality data-channel commands execute in (sticky; QEMU caches it).
+        self.locality = 0
+        #: SET_BUFFERSIZE's value: the largest command the data channel accepts.
+        self.buffer_size = BUFFER_SIZE_MAX
+
+    @property
+    def running(self) -> bool:
+        """Whether the TPM executes data-channel commands."""
+        return self.state is RunState.RUNNING
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Power the TPM on at process start when INIT is not needed, then send the
+        configured TPM2_Startup (swtpm: startup-* imply not-need-init; a failing Startup is
+        logged and the TPM keeps running)."""
+        if self.options.need_init:
+            return
+        self._power_on(0)
+        if self.running and self.options.startup is not None:
+            rsp = self.tpm.execute(tpm_command(CC.Startup, struct.pack(">H", self.options.startup)),
+                                   self.locality)
+            rc = struct.unpack_from(">I", rsp, 6)[0]
+            if rc != RC.SUCCESS:
+                log.warning("TPM2_Startup(%s) at start failed: TPM_RC 0x%x",
+                            self.options.startup.name, rc)
+
+    def close(self) -> None:
+        """Process exit: the automatic Shutdown(STATE) if the TPM is running (newer swtpm;
+        0.7.1 sends none). The volatile state is *not* stored, as in swtpm."""
+        self._auto_shutdown()
+
+    def _power_on(self, init_flags: int) -> int:
+        try:
+            self.tpm.power_on(delete_volatile=bool(init_flags & INIT_FLAG_DELETE_VOLATILE))
+        except Exception:  # noqa: BLE001 - a storage failure fails INIT, not the process
+            log.exception("could not initialize the TPM")
+            self.state = RunState.STOPPED
+            return Res.FAIL
+        self.state = RunState.RUNNING
+        return Res.SUCCESS
+
+    def _auto_shutdown(self) -> None:
+        """TPM2_Shutdown(STATE) before the TPM stops, unless the last command was a Shutdown:
+        a host-side restart then is an orderly shutdown, not a DA-lockout event."""
+        if not (self.running and self.options.auto_shutdown):
+            return
+        if self.tpm.last_command == CC.Shutdown:
+            return
+        rsp = self.tpm.execute(tpm_command(CC.Shutdown, struct.pack(">H", SU.STATE)),
+                               self.locality)
+        log.debug("automatic TPM2_Shutdown(STATE): %s", rsp.hex())
+
+    # ------------------------------------------------------------------ data channel
+
+    def data(self, raw: bytes) -> bytes:
+        """Execute one data-channel message and return the bytes to send back (one write).
+
+        With the TPM_SEND_COMMAND prefix the prefix's locality becomes the current one
+        (sticky, not range-checked: swtpm passes it as is) and the reply is framed as
+        size + response + four zero bytes.
+        """
+        prefixed = has_send_command_prefix(raw)
+        cmd = raw
+        if prefixed:
+            self.locality = raw[4]
+            cmd = raw[SEND_COMMAND_PREFIX.size:]
+        response = self._execute(cmd)
+        if prefixed:
+            return struct.pack(">I", len(response)) + response + b"\x00" * 4
+        return response
+
+    def _execute(self, cmd: bytes) -> bytes:
+        if not self.running:
+            return FAILURE_REPLY
+        if len(cmd) < 10:
+            # swtpm answers anything shorter than a header itself.
+            return error_reply(RC.INSUFFICIENT)
+        code = struct.unpack_from(">I", cmd, 6)[0]
+        if code == TPM2_CC_SET_LOCALITY:
+            return self._set_locality_command(cmd)
+        return self.tpm.execute(cmd, self.locality)
+
+    def _set_locality_command(self, cmd: bytes) -> bytes:
+        """swtpm's vendor command 0x20001000: one byte after the header is the locality."""
+        if len(cmd) < 11:
+            return error_reply(RC.INSUFFICIENT)
+        if not self.options.allow_set_locality:
+            return FAILURE_REPLY
+        locality = cmd[10]
+        if locality > 4 or (locality == 4 and self.options.reject_locality_4):
+            return error_reply(SWTPM_RC_LOCALITY)
+        self.locality = locality
+        return error_reply(RC.SUCCESS)
+
+    # ------------------------------------------------------------------ control channel
+
+    def control(self, req: Request, *, data_fd_allowed: bool = False) -> Reply:
+        """Execute one control request. ``data_fd_allowed`` tells whether the transport can
+        take a data connection from SET_DATAFD (no --server and none set yet).
+
+        The guards of :data:`CONTROL_COMMANDS` run first, in swtpm's order: an unknown code,
+        then the run state (TPM_BAD_ORDINAL), then the body size (TPM_BAD_PARAMETER).
+        """
+        spec = CONTROL_COMMANDS.get(req.code)
+        try:
+            if spec is None:
+                log.warning("unknown control command 0x%08x", req.code)
+                raise ControlError(Res.BAD_ORDINAL)
+            if spec.running and not self.running:
+                raise ControlError(Res.BAD_ORDINAL)
+            low, high = spec.body
+            if len(req.body) < low or (high is not None and len(req.body) > high):
+                raise ControlError(Res.BAD_PARAMETER)
+            return spec.handler(self, req, data_fd_allowed)
+        except ControlError as exc:
+            return result(exc.res)
+
+    def _get_capability(self, req: Request, _fd_ok: bool) -> Reply:
+        # QEMU reads the reply as one u64; its first four bytes are the zero result.
+        return Reply(struct.pack(">Q", int(CAPABILITIES)))
+
+    def _init(self, req: Request, _fd_ok: bool) -> Reply:
+        (flags,) = struct.unpack(">I", req.body)
+        self._auto_shutdown()
+        return result(self._power_on(flags))
+
+    def _stop(self, req: Request, _fd_ok: bool) -> Reply:
+        self._auto_shutdown()
+        self.state = RunState.STOPPED
+        return result(Res.SUCCESS)
+
+    def _shutdown(self, req: Request, _fd_ok: bool) -> Reply:
+        self._auto_shutdown()
+        self.state = RunState.STOPPED
+        return Reply(struct.pack(">I", Res.SUCCESS), exit=True)
+
+    def _get_tpmestablished(self, req: Request, _fd_ok: bool) -> Reply:
+        return Reply(struct.pack(">IB3x", Res.SUCCESS, int(self.tpm.vol.established)))
+
+    def _set_locality(self, req: Request, _fd_ok: bool) -> Reply:
+        locality = req.body[0]
+        if locality > 4 or (locality == 4 and self.options.reject_locality_4):
+            raise ControlError(Res.BAD_LOCALITY)
+        self.locality = locality
+        return result(Res.SUCCESS)
+
+    def _cancel(self, req: Request, _fd_ok: bool) -> Reply:
+        # Commands run to completion between control requests: nothing is ever in flight.
+        return result(Res.SUCCESS)
+
+    def _store_volatile(self, req: Request, _fd_ok: bool) -> Reply:
+        try:
+            self.tpm.platform.storage.store(BlobKind.VOLATILE, self.tpm.volatile_blob())
+        except Exception:  # noqa: BLE001 - reported as the result code
+            log.exception("storing the volatile state failed")
+            raise ControlError(Res.FAIL) from None
+        return result(Res.SUCCESS)
+
+    def _reset_tpmestablished(self, req: Request, _fd_ok: bool) -> Reply:
+        # PC Client PTP: only localities 3 and 4 may reset tpmEstablished.
+        if req.body[0] not in (3, 4):
+            raise ControlError(Res.BAD_LOCALITY)
+        self.tpm.vol.established = False
+        return result(Res.SUCCESS)
+
+    def _get_config(self, req: Request, _fd_ok: bool) -> Reply:
+        return Reply(struct.pack(">II", Res.SUCCESS, 0))
+
+    def _set_datafd(self, req: Request, fd_ok: bool) -> Reply:
+        if not fd_ok:
+            raise ControlError(Res.IOERROR)
+        if not req.fds:
+            raise ControlError(Res.BAD_PARAMETER)
+        fd = req.fds.pop(0)
+        return Reply(struct.pack(">I", Res.SUCCESS), data_fd=fd)
+
+    def _set_buffersize(self, req: Request, _fd_ok: bool) -> Reply:
+        (size,) = struct.unpack_from(">I", req.body)
+        if size and self.running:
+            raise ControlError(Res.BAD_ORDINAL)
+        if size:
+            self.buffer_size = min(max(size, BUFFER_SIZE_MIN), BUFFER_SIZE_MAX)
+        return Reply(struct.pack(">IIII", Res.SUCCESS, self.buffer_size, BUFFER_SIZE_MIN,
+                                 BUFFER_SIZE_MAX))
+
+    def _get_info(self, req: Request, _fd_ok: bool) -> Reply:
+        flags, offset = struct.unpack_from(">QI", req.body)
+        text = info_json(flags).encode()
+        if offset >= len(text):
+            raise ControlError(Res.BAD_PARAMETER)
+        total = text + b"\x00"
+        chunk = total[offset:offset + GETINFO_CHUNK]
+        return Reply(struct.pack(">III", Res.SUCCESS, len(total), len(chunk)) + chunk)
+
+
+class ControlError(Exception):
+    """A control request fails with the result code ``res`` (the layer's one error type)."""
+
+    def __init__(self, res: Res) -> None:
+        super().__init__(res.name)
+        self.res = res
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """One control command: its handler and its guards (measured on swtpm 0.7.1)."""
+
+    handler: Callable[[Device, Request, bool], Reply]
+    #: TPM_BAD_ORDINAL unless the TPM is running.
+    running: bool = False
+    #: Allowed body length (min, max; None: no maximum); else TPM_BAD_PARAMETER.
+    body: tuple[int, int | None] = (0, 0)
+
+
+#: The implemented control commands (exactly :data:`CAPABILITIES`).
+CONTROL_COMMANDS: dict[int, ControlSpec] = {
+    Cmd.GET_CAPABILITY: ControlSpec(Device._get_capability, body=(0, None)),
+    Cmd.INIT: ControlSpec(Device._init, body=(4, 4)),
+    Cmd.SHUTDOWN: ControlSpec(Device._shutdown),
+    Cmd.GET_TPMESTABLISHED: ControlSpec(Device._get_tpmestablished, running=True),
+    Cmd.SET_LOCALITY: ControlSpec(Device._set_locality, body=(1, None)),
+    Cmd.CANCEL_TPM_CMD: ControlSpec(Device._cancel, running=True),
+    Cmd.STORE_VOLATILE: ControlSpec(Device._store_volatile, running=True),
+    Cmd.RESET_TPMESTABLISHED: ControlSpec(Device._reset_tpmestablished, running=True,
+                                          body=(1, None)),
+    Cmd.STOP: ControlSpec(Device._stop),
+    Cmd.GET_CONFIG: ControlSpec(Device._get_config),
+    Cmd.SET_DATAFD: ControlSpec(Device._set_datafd, body=(0, None)),
+    Cmd.SET_BUFFERSIZE: ControlSpec(Device._set_buffersize, body=(4, None)),
+    Cmd.GET_INFO: ControlSpec(Device._get_info, body=(16, None)),
+}
