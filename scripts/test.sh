@@ -13,10 +13,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 # What the tests run: the reference swtpm and swtpm_ioctl, tpm2-tools and its swtpm TCTI,
-# qemu-img; what tpm2-pytss needs to build (libtss2-dev via pkg-config, a C compiler, Python
+# qemu-img, QEMU with SeaBIOS (tests/test_qemu.py); what tpm2-pytss needs to build (libtss2-dev via pkg-config, a C compiler, Python
 # headers for Debian's interpreter).
 ensure_apt swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config qemu-utils \
-    build-essential python3-dev
+    qemu-system-x86 seabios build-essential python3-dev
 ensure_venv
 ensure_project "[test]" swtpm_py blobstore tpm2_pytss pytest hypothesis yaml pytest_timeout
 

@@ -4,11 +4,13 @@ Two pieces, neither of which touches a socket:
 
 * :class:`RequestParser` reassembles control requests from what the transport reads. swtpm's
   framing is kept exactly: a request is a u32 command code and a body whose *minimum* size is
-  known per code (INIT 4, SET_LOCALITY 1 ...); bytes are collected until that size is reached,
-  and everything received by then (up to swtpm's 4104-byte buffer) is the request — so extra
-  bytes in the same read make the body too long (TPM_BAD_PARAMETER), as with swtpm. A request
-  still incomplete after :data:`REQUEST_DEADLINE` seconds makes the server close the
-  connection (swtpm 0.7.1 does the same).
+  known per code (INIT 4, SET_LOCALITY 1 ...) or, for HASH_DATA and SET_STATEBLOB, given by
+  the length field in it; bytes are collected until that size is reached, and everything
+  received by then (up to swtpm's 4104-byte buffer, or the request's size if larger) is the
+  request — so extra bytes in the same read make the body too long (TPM_BAD_PARAMETER), as
+  with swtpm. A request still incomplete after :data:`REQUEST_DEADLINE` seconds, or one that
+  announces more than :data:`STATEBLOB_MAX` bytes, makes the server close the connection
+  (swtpm 0.7.1 does the same).
 * :class:`Device` is the emulated TPM *device* around the sans-I/O core
   (:class:`swtpm_py.tpm.Tpm`): run state (not initialized / running / stopped), the locality
   commands execute in, the TPM-established bit, the buffer size, the control commands and
@@ -31,7 +33,8 @@ from typing import Callable, Sequence
 
 from .tpm import Tpm, algorithms, properties
 from .tpm.constants import ALG, CC, RC, SU
-from .tpm.state import BlobKind
+from .tpm.state import (BlobKind, PersistentData, SavedState, StateError, VolatileData,
+                        decode_blob)
 
 log = logging.getLogger("swtpm_py.control")
 
@@ -67,6 +70,8 @@ class Res(enum.IntEnum):
     BAD_PARAMETER = 0x03
     FAIL = 0x09
     BAD_ORDINAL = 0x0A
+    #: swtpm's answer to an ENCRYPTED SET_STATEBLOB when it has no key to decrypt it with.
+    KEYNOTFOUND = 0x0D
     IOERROR = 0x1F
     BAD_LOCALITY = 0x3D
     RETRY = 0x800
@@ -94,10 +99,11 @@ class Cap(enum.IntFlag):
     LOCK_STORAGE = 1 << 16
 
 
-#: Exactly the capabilities implemented below (swtpm 0.7.1 reports 0xffff: it also has
-#: HASHING and GET/SET_STATEBLOB, which belong to another issue here).
+#: Exactly the capabilities implemented below: 0xffff, what swtpm 0.7.1 reports. LOCK_STORAGE
+#: (newer swtpm) is not implemented: the state is locked for the whole life of the process.
 CAPABILITIES = (Cap.INIT | Cap.SHUTDOWN | Cap.GET_TPMESTABLISHED | Cap.SET_LOCALITY
-                | Cap.CANCEL_TPM_CMD | Cap.STORE_VOLATILE | Cap.RESET_TPMESTABLISHED
+                | Cap.HASHING | Cap.CANCEL_TPM_CMD | Cap.STORE_VOLATILE
+                | Cap.RESET_TPMESTABLISHED | Cap.GET_STATEBLOB | Cap.SET_STATEBLOB
                 | Cap.STOP | Cap.GET_CONFIG | Cap.SET_DATAFD | Cap.SET_BUFFERSIZE
                 | Cap.GET_INFO | Cap.SEND_COMMAND_HEADER)
 
@@ -112,7 +118,22 @@ BODY_SIZE: dict[int, int] = {
     Cmd.INIT: 4,                  # u32 init flags
     Cmd.SET_LOCALITY: 1,          # u8 locality (QEMU pads it to 4 bytes)
     Cmd.RESET_TPMESTABLISHED: 1,  # u8 locality
+    Cmd.GET_STATEBLOB: 12,        # state_flags, type, offset
 }
+
+#: Codes whose body carries a u32 length at this offset followed by that many bytes: the
+#: request is complete once all of them are in (QEMU writes SET_STATEBLOB's header and its
+#: data separately; swtpm 0.7.1 waits for all of HASH_DATA's bytes too, measured).
+LENGTH_FIELD: dict[int, int] = {
+    Cmd.HASH_DATA: 0,             # length, data
+    Cmd.SET_STATEBLOB: 8,         # state_flags, type, length, data
+}
+#: Largest SET_STATEBLOB (and HASH_DATA) payload (swtpm's limit for a state blob).
+STATEBLOB_MAX = 512 * 1024
+
+#: GET/SET_STATEBLOB state_flags: the blob is (to be) decrypted / is encrypted.
+STATE_FLAG_DECRYPTED = 0x1
+STATE_FLAG_ENCRYPTED = 0x2
 
 #: SET_BUFFERSIZE limits (libtpms' TPM 2: TPM_BUFFER_MIN ... TPM_BUFFER_MAX, default max).
 BUFFER_SIZE_MIN = 2808
@@ -180,6 +201,10 @@ class RequestParser:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._fds: list[int] = []
+        #: Why the stream cannot be parsed any further (the connection must be closed), or
+        #: None. Set by a length field above :data:`STATEBLOB_MAX`: the bytes that follow
+        #: cannot be told apart from requests.
+        self.refused: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -197,17 +222,40 @@ class RequestParser:
         if len(head) < 4:
             return 4
         code = struct.unpack_from(">I", head)[0]
-        return 4 + BODY_SIZE.get(code, 0)
+        at = LENGTH_FIELD.get(code)
+        if at is None:
+            return 4 + BODY_SIZE.get(code, 0)
+        if len(head) < 4 + at + 4:
+            return 4 + at + 4
+        (length,) = struct.unpack_from(">I", head, 4 + at)
+        return 4 + at + 4 + length
+
+    @staticmethod
+    def oversized(head: bytes) -> bool:
+        """Whether a request starting with ``head`` announces more than
+        :data:`STATEBLOB_MAX` bytes of data."""
+        code = struct.unpack_from(">I", head)[0] if len(head) >= 4 else None
+        at = LENGTH_FIELD.get(code) if code is not None else None
+        if at is None or len(head) < 4 + at + 4:
+            return False
+        return struct.unpack_from(">I", head, 4 + at)[0] > STATEBLOB_MAX
 
     def feed(self, data: bytes, fds: Sequence[int] = ()) -> list[Request]:
         """Add one read's worth of bytes (and received fds); return the completed requests."""
         self._buf += data
         self._fds.extend(fds)
         out: list[Request] = []
-        while self._buf:
-            chunk = bytes(self._buf[:REQUEST_BUFFER])
-            if len(chunk) < self.needed(chunk):
+        while self._buf and self.refused is None:
+            head = bytes(self._buf[:16])
+            need = self.needed(head)
+            if self.oversized(head):
+                self.refused = f"control request 0x{head[3]:02x} announces too many bytes"
                 break
+            if len(self._buf) < need:
+                break
+            # Everything received up to the larger of the request's size and swtpm's buffer
+            # belongs to it: surplus bytes make the body too long.
+            chunk = bytes(self._buf[:max(need, REQUEST_BUFFER)])
             del self._buf[:len(chunk)]
             code = struct.unpack_from(">I", chunk)[0]
             out.append(Request(code, chunk[4:], self.take_fds()))
@@ -330,6 +378,9 @@ class Device:
         self._auto_shutdown()
 
     def _power_on(self, init_flags: int) -> int:
+        # _TPM_Init ends a _TPM_Hash_Start sequence (swtpm 0.7.1: a HASH_END after INIT
+        # measures nothing).
+        self.tpm.hash_abort()
         try:
             self.tpm.power_on(delete_volatile=bool(init_flags & INIT_FLAG_DELETE_VOLATILE))
         except Exception:  # noqa: BLE001 - a storage failure fails INIT, not the process
@@ -378,6 +429,8 @@ class Device:
         code = struct.unpack_from(">I", cmd, 6)[0]
         if code == TPM2_CC_SET_LOCALITY:
             return self._set_locality_command(cmd)
+        # A TPM command between _TPM_Hash_Start and _TPM_Hash_End aborts the sequence.
+        self.tpm.hash_abort()
         return self.tpm.execute(cmd, self.locality)
 
     def _set_locality_command(self, cmd: bytes) -> bytes:
@@ -406,7 +459,7 @@ class Device:
             if spec is None:
                 log.warning("unknown control command 0x%08x", req.code)
                 raise ControlError(Res.BAD_ORDINAL)
-            if spec.running and not self.running:
+            if (spec.running and not self.running) or (spec.stopped and self.running):
                 raise ControlError(Res.BAD_ORDINAL)
             low, high = spec.body
             if len(req.body) < low or (high is not None and len(req.body) > high):
@@ -463,6 +516,78 @@ class Device:
         self.tpm.vol.established = False
         return result(Res.SUCCESS)
 
+    def _hash_start(self, req: Request, _fd_ok: bool) -> Reply:
+        # PC Client PTP: _TPM_Hash_Start/Data/End are locality-4 indications; the control
+        # channel stands for the platform hardware, so no SET_LOCALITY is involved.
+        self.tpm.hash_start()
+        return result(Res.SUCCESS)
+
+    def _hash_data(self, req: Request, _fd_ok: bool) -> Reply:
+        (length,) = struct.unpack_from(">I", req.body)
+        if length > STATEBLOB_MAX or len(req.body) != 4 + length:
+            raise ControlError(Res.BAD_PARAMETER)
+        self.tpm.hash_data(req.body[4:])
+        return result(Res.SUCCESS)
+
+    def _hash_end(self, req: Request, _fd_ok: bool) -> Reply:
+        self.tpm.hash_end()
+        return result(Res.SUCCESS)
+
+    def _get_stateblob(self, req: Request, _fd_ok: bool) -> Reply:
+        """The blob of the requested type, from ``offset`` on (all of it in one reply: the
+        socket variant of the protocol). swtpm_py never encrypts: state_flags is 0.
+
+        As swtpm 0.7.1 (measured): a type that is not 1-3, and a savestate blob that does not
+        exist, give TPM_RETRY with nothing; totlength counts the bytes from ``offset`` on; an
+        offset past the end gives success with nothing; request flags are not checked."""
+        _flags, kind, offset = struct.unpack_from(">III", req.body)
+        blob: bytes | None
+        if kind == BlobKind.PERMANENT:
+            blob = self.tpm.permanent_blob()
+        elif kind == BlobKind.VOLATILE:
+            blob = self.tpm.volatile_blob()
+        elif kind == BlobKind.SAVESTATE:
+            try:
+                blob = self.tpm.platform.storage.load(BlobKind.SAVESTATE)
+            except Exception:  # noqa: BLE001 - reported as the result code
+                log.exception("reading the savestate blob failed")
+                raise ControlError(Res.IOERROR) from None
+        else:
+            blob = None
+        if not blob:
+            return Reply(struct.pack(">IIII", Res.RETRY, 0, 0, 0))
+        data = blob[offset:]
+        return Reply(struct.pack(">IIII", Res.SUCCESS, 0, len(data), len(data)) + data)
+
+    def _set_stateblob(self, req: Request, _fd_ok: bool) -> Reply:
+        """Replace a stored blob while the TPM is stopped; it takes effect at the next INIT.
+
+        The blob is decoded first: garbage, a blob of another kind or of a newer format
+        version is refused with TPM_BAD_PARAMETER and nothing changes. An empty blob deletes
+        the stored one (QEMU skips empty blobs; swtpm accepts them). An ENCRYPTED blob cannot
+        be decrypted without a key: TPM_KEYNOTFOUND, as swtpm without --migration-key."""
+        flags, kind, length = struct.unpack_from(">III", req.body)
+        data = req.body[12:]
+        if length > STATEBLOB_MAX or len(data) != length or kind not in BLOB_TYPES:
+            raise ControlError(Res.BAD_PARAMETER)
+        if flags & STATE_FLAG_ENCRYPTED:
+            raise ControlError(Res.KEYNOTFOUND)
+        blob_kind = BlobKind(kind)
+        storage = self.tpm.platform.storage
+        try:
+            if data:
+                decode_blob(blob_kind, data, BLOB_TYPES[kind])
+                storage.store(blob_kind, data)
+            else:
+                storage.delete(blob_kind)
+        except StateError as exc:
+            log.warning("SET_STATEBLOB refused: %s", exc)
+            raise ControlError(Res.BAD_PARAMETER) from None
+        except Exception:  # noqa: BLE001 - reported as the result code
+            log.exception("storing the %s blob failed", blob_kind.name.lower())
+            raise ControlError(Res.IOERROR) from None
+        return result(Res.SUCCESS)
+
     def _get_config(self, req: Request, _fd_ok: bool) -> Reply:
         return Reply(struct.pack(">II", Res.SUCCESS, 0))
 
@@ -501,6 +626,14 @@ class ControlError(Exception):
         self.res = res
 
 
+#: The state each GET/SET_STATEBLOB type decodes to (SET_STATEBLOB validates with it).
+BLOB_TYPES: dict[int, type] = {
+    BlobKind.PERMANENT: PersistentData,
+    BlobKind.VOLATILE: VolatileData,
+    BlobKind.SAVESTATE: SavedState,
+}
+
+
 @dataclass(frozen=True)
 class ControlSpec:
     """One control command: its handler and its guards (measured on swtpm 0.7.1)."""
@@ -508,6 +641,8 @@ class ControlSpec:
     handler: Callable[[Device, Request, bool], Reply]
     #: TPM_BAD_ORDINAL unless the TPM is running.
     running: bool = False
+    #: TPM_BAD_ORDINAL while the TPM is running (SET_STATEBLOB: only when stopped).
+    stopped: bool = False
     #: Allowed body length (min, max; None: no maximum); else TPM_BAD_PARAMETER.
     body: tuple[int, int | None] = (0, 0)
 
@@ -519,10 +654,15 @@ CONTROL_COMMANDS: dict[int, ControlSpec] = {
     Cmd.SHUTDOWN: ControlSpec(Device._shutdown),
     Cmd.GET_TPMESTABLISHED: ControlSpec(Device._get_tpmestablished, running=True),
     Cmd.SET_LOCALITY: ControlSpec(Device._set_locality, body=(1, None)),
+    Cmd.HASH_START: ControlSpec(Device._hash_start, running=True),
+    Cmd.HASH_DATA: ControlSpec(Device._hash_data, running=True, body=(4, None)),
+    Cmd.HASH_END: ControlSpec(Device._hash_end, running=True),
     Cmd.CANCEL_TPM_CMD: ControlSpec(Device._cancel, running=True),
     Cmd.STORE_VOLATILE: ControlSpec(Device._store_volatile, running=True),
     Cmd.RESET_TPMESTABLISHED: ControlSpec(Device._reset_tpmestablished, running=True,
                                           body=(1, None)),
+    Cmd.GET_STATEBLOB: ControlSpec(Device._get_stateblob, running=True, body=(12, None)),
+    Cmd.SET_STATEBLOB: ControlSpec(Device._set_stateblob, stopped=True, body=(12, None)),
     Cmd.STOP: ControlSpec(Device._stop),
     Cmd.GET_CONFIG: ControlSpec(Device._get_config),
     Cmd.SET_DATAFD: ControlSpec(Device._set_datafd, body=(0, None)),

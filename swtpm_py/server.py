@@ -463,17 +463,21 @@ class Server:
             log.exception("error serving the control connection")
             self._close_ctrl()
             return
+        if conn.parser.refused is not None:
+            log.warning("%s: closing the control connection", conn.parser.refused)
+            self._close_ctrl()
+            return
         conn.since = (conn.since or time.monotonic()) if conn.parser.pending else None
 
     def _respond_ctrl(self, conn: _Conn, req: Request) -> bool:
-        log.debug("ctrl cmd: %08x %s", req.code, req.body.hex())
+        log.debug("ctrl cmd: %08x %s", req.code, _log_bytes(req.body))
         allowed = self.data_listener is None and self.data is None
         try:
             reply = self.device.control(req, data_fd_allowed=allowed)
         finally:
             # SET_DATAFD takes its descriptor out of req.fds; any other one is not wanted.
             _close_fds(req.fds)
-        log.debug("ctrl rsp: %s", reply.data.hex())
+        log.debug("ctrl rsp: %s", _log_bytes(reply.data))
         if reply.data_fd is not None:
             try:
                 self._adopt_data(socket.socket(fileno=reply.data_fd))
@@ -545,6 +549,17 @@ class Server:
             except OSError:
                 pass
         self._sel.close()
+
+
+#: Control requests and replies are logged up to this many bytes (state blobs are large).
+LOG_BYTES = 64
+
+
+def _log_bytes(data: bytes) -> str:
+    """``data`` in hex for the debug log, cut after :data:`LOG_BYTES` bytes."""
+    if len(data) <= LOG_BYTES:
+        return data.hex()
+    return f"{data[:LOG_BYTES].hex()}... ({len(data)} bytes)"
 
 
 def _close_fds(fds: list[int]) -> None:

@@ -278,18 +278,32 @@ TPMSTATE_OPTIONS = {"dir": "str", "mode": "mode", "backend-uri": "str", "lock": 
                     "fsync": "bool"}
 
 
+#: ``TpmStateConfig.backend`` values: a state directory, a blobstore image whose format is
+#: probed (``blobstore://``), and a raw volume holding a blobstore (``file://``).
+STATE_BACKENDS = ("dir", "blobstore", "file")
+
+
 @dataclass(frozen=True)
 class TpmStateConfig:
-    """Parsed ``--tpmstate``: the directory, the file mode and whether to lock."""
+    """Parsed ``--tpmstate``: where the state is (a directory, or an image for the
+    ``blobstore`` and ``file`` backends), the file mode and whether to lock (``mode`` and
+    ``lock`` apply to directories; images always take QEMU's image locks)."""
 
     path: Path
     mode: int = DEFAULT_MODE
     lock: bool = True
+    backend: str = "dir"
 
 
 def parse_tpmstate(text: str) -> TpmStateConfig:
-    """Parse ``--tpmstate dir=D[,mode=0600][,lock][,fsync]`` or ``backend-uri=dir://D``.
+    """Parse ``--tpmstate dir=D[,mode=0600][,lock][,fsync]`` or ``backend-uri=URI``.
 
+    URI is ``dir://D`` (a state directory, as ``dir=D``), ``blobstore://PATH`` (a blobstore
+    in the raw or qcow2 image PATH, format probed; created when missing -- qcow2 when the
+    name ends in .qcow2 -- and formatted when empty or all zero) or ``file://PATH`` (swtpm's
+    single-file backend, which Proxmox VE uses with a raw volume: here a blobstore in the raw
+    file or block device PATH, created/formatted when missing, empty or all zero; a volume
+    holding anything else -- swtpm's own format included -- is refused, never reformatted).
     ``fsync`` is accepted for compatibility with newer swtpm; swtpm_py always fsyncs.
     """
     opts = parse_options(text, TPMSTATE_OPTIONS, "tpmstate")
@@ -302,18 +316,27 @@ def parse_tpmstate(text: str) -> TpmStateConfig:
         uri = str(opts["backend-uri"])
         if uri.startswith("dir://"):
             return TpmStateConfig(Path(uri[len("dir://"):]).absolute(), mode, lock)
-        if uri.startswith("file://"):
-            raise OptionError(
-                f"the file:// state backend ({uri}) is not supported yet: swtpm_py will keep "
-                "state in raw or qcow2 images through --blobstore; use --tpmstate dir=... "
-                "for now")
-        raise OptionError(f"Unsupported backend URI '{uri}' (swtpm_py supports dir://)")
+        for backend in ("blobstore", "file"):
+            prefix = f"{backend}://"
+            if uri.startswith(prefix):
+                if not uri[len(prefix):]:
+                    raise OptionError(f"Error parsing tpmstate options: {uri} names no file")
+                return TpmStateConfig(Path(uri[len(prefix):]).absolute(), mode, lock, backend)
+        raise OptionError(f"Unsupported backend URI '{uri}' (swtpm_py supports dir://, "
+                          "blobstore:// and file://)")
     raise OptionError("The dir or backend-uri parameters is required for the tpmstate option.")
 
 
+def default_state_image(env: dict[str, str] | None = None) -> Path:
+    """The per-user blobstore image used when neither --tpmstate, --blobstore nor TPM_PATH is
+    given (issue 3 item 7): ``${XDG_DATA_HOME:-~/.local/share}/swtpm_py/tpm.qcow2``."""
+    return default_state_dir(env).parent / "tpm.qcow2"
+
+
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
-    """The per-user state directory used when neither --tpmstate nor TPM_PATH is given:
-    ``${XDG_DATA_HOME:-~/.local/share}/swtpm_py/default-state``."""
+    """The per-user state directory of earlier versions (used when neither --tpmstate nor
+    TPM_PATH was given): ``${XDG_DATA_HOME:-~/.local/share}/swtpm_py/default-state``. The
+    default is now :func:`default_state_image`."""
     env = dict(os.environ) if env is None else env
     base = env.get("XDG_DATA_HOME") or os.path.join(
         env.get("HOME") or os.path.expanduser("~"), ".local", "share")

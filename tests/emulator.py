@@ -67,8 +67,12 @@ class Emulator:
 
     def __init__(self, kind: str = "swtpm_py", state_dir: str | Path | None = None,
                  flags: str | None = "not-need-init,startup-clear",
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, tpmstate: bool = True) -> None:
+        """``tpmstate=False`` leaves ``--tpmstate dir=...`` out of the command line (the state
+        option then comes from ``extra_args``, e.g. ``--blobstore``/``--drive``); the state
+        directory still holds the log."""
         self.kind = kind
+        self.tpmstate = tpmstate
         self._tmp = None
         if state_dir is None:
             self._tmp = tempfile.mkdtemp(prefix=f"{kind}-state-")
@@ -95,8 +99,9 @@ class Emulator:
         exe = SWTPM_PY if self.kind == "swtpm_py" else SWTPM
         args = exe + ["socket", "--tpm2",
                       "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
-                      "--ctrl", f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
-                      "--tpmstate", f"dir={self.state_dir}"]
+                      "--ctrl", f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1"]
+        if self.tpmstate:
+            args += ["--tpmstate", f"dir={self.state_dir}"]
         if self.flags:
             args += ["--flags", self.flags]
         return args + self.extra_args

@@ -40,9 +40,12 @@ Send = Callable[[bytes], bytes]
 
 #: TPMA_ALGORITHM of the algorithms swtpm_py implements, as swtpm 0.7.1 reports them
 #: (measured with GetCapability(ALGS)); the TCG Algorithm Registry's classification.
-SWTPM_ALG_ATTRIBUTES = {ALG.SHA1: 0x4, ALG.HMAC: 0x104, ALG.KEYEDHASH: 0x30C, ALG.XOR: 0x6,
-                        ALG.SHA256: 0x4, ALG.SHA384: 0x4, ALG.SHA512: 0x4,
-                        ALG.KDF1_SP800_108: 0x404}
+SWTPM_ALG_ATTRIBUTES = {ALG.RSA: 0x9, ALG.SHA1: 0x4, ALG.HMAC: 0x104, ALG.AES: 0x2,
+                        ALG.KEYEDHASH: 0x30C, ALG.XOR: 0x6, ALG.SHA256: 0x4, ALG.SHA384: 0x4,
+                        ALG.SHA512: 0x4, ALG.RSASSA: 0x101, ALG.RSAES: 0x201,
+                        ALG.RSAPSS: 0x101, ALG.OAEP: 0x201, ALG.ECDSA: 0x101, ALG.ECDH: 0x401,
+                        ALG.ECSCHNORR: 0x101, ALG.KDF1_SP800_108: 0x404, ALG.ECC: 0x9,
+                        ALG.SYMCIPHER: 0x8, ALG.CFB: 0x202}
 #: Fixed properties whose value is the same choice in swtpm 0.7.1 and swtpm_py.
 SHARED_FIXED = {
     PT.FAMILY_INDICATOR: 0x322E3000, PT.LEVEL: 0, PT.REVISION: 164, PT.DAY_OF_YEAR: 75,
@@ -217,10 +220,11 @@ def test_algorithms_are_the_registry(tpm: Tpm) -> None:
 
 
 def test_only_algorithms_a_command_can_use_are_listed(tpm: Tpm) -> None:
-    """No RSA, ECC, AES ... until they are implemented; the hashes are those of the banks and
-    of TPM2_Hash; every listed hash is accepted by TPM2_Hash."""
+    """Nothing is listed before it is implemented (no MGF1, ECDAA, SM2, other block modes
+    ...); the hashes are those of the banks and of TPM2_Hash; every listed hash is accepted by
+    TPM2_Hash."""
     listed = {a.alg for a in getcap(tpm.execute, CAP.ALGS)[1]}
-    for alg in (ALG.RSA, ALG.ECC, ALG.AES, ALG.SYMCIPHER, ALG.MGF1, ALG.NULL):
+    for alg in (ALG.MGF1, ALG.ECDAA, ALG.SM2, ALG.CTR, ALG.CBC, ALG.ECB, ALG.NULL):
         assert alg not in listed
     hashes = [a for a in listed if algorithms.ALGORITHMS[a].attributes == 0x4]
     assert sorted(hashes) == [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512]
@@ -236,16 +240,16 @@ def test_algorithm_start_is_a_tpm_alg_id(tpm: Tpm) -> None:
     """Part 3 §30.2 casts the property to TPM_ALG_ID: only its low 16 bits count."""
     assert getcap(tpm.execute, CAP.ALGS, ALG.SHA256)[1][0].alg == ALG.SHA256
     assert getcap(tpm.execute, CAP.ALGS, 0x10000 + ALG.SHA256)[1][0].alg == ALG.SHA256
-    assert getcap(tpm.execute, CAP.ALGS, ALG.KDF1_SP800_108 + 1) == (False, [])
+    assert getcap(tpm.execute, CAP.ALGS, ALG.CFB + 1) == (False, [])
 
 
 def test_registering_an_algorithm_lists_it(tpm: Tpm, monkeypatch: pytest.MonkeyPatch) -> None:
     """One registration makes an algorithm appear, in order, with its attributes."""
     monkeypatch.setattr(algorithms, "ALGORITHMS", dict(algorithms.ALGORITHMS))
-    algorithms.register(algorithms.Algorithm(ALG.AES, algorithms.AlgAttr.SYMMETRIC))
+    algorithms.register(algorithms.Algorithm(ALG.TDES, algorithms.AlgAttr.SYMMETRIC))
     listed = getcap(tpm.execute, CAP.ALGS)[1]
-    assert [a.alg for a in listed][:3] == [ALG.SHA1, ALG.HMAC, ALG.AES]
-    assert listed[2].algProperties == 0x2
+    assert [a.alg for a in listed][:3] == [ALG.RSA, ALG.TDES, ALG.SHA1]
+    assert listed[1].algProperties == 0x2
 
 
 # ---------------------------------------------------------------------------- paging
@@ -280,7 +284,8 @@ def test_more_data_semantics(tpm: Tpm, cap: int, start: int) -> None:
 def test_empty_lists_have_no_more_data(tpm: Tpm) -> None:
     """Where nothing is at or after the start, the answer is empty and NO, whatever the
     count."""
-    for cap, start in [(CAP.ECC_CURVES, 0), (CAP.HANDLES, HT.TRANSIENT << 24),
+    for cap, start in [(CAP.ECC_CURVES, ECC_CURVE.NIST_P521 + 1),
+                       (CAP.HANDLES, HT.TRANSIENT << 24),
                        (CAP.HANDLES, 24), (CAP.PP_COMMANDS, 0),
                        (CAP.PCR_PROPERTIES, PT_PCR.AUTH + 1), (CAP.ACT, 0x40000110)]:
         for count in (0, 1, 0xFFFFFFFF):
@@ -347,7 +352,7 @@ def test_variable_properties_of_a_fresh_tpm(tpm: Tpm) -> None:
     assert set(p) == {q for q in properties.PROPERTIES if not properties.is_fixed(q)}
     for prop, value in SHARED_VARIABLE.items():
         assert p[prop] == value, prop.name
-    assert p[PT.LOADED_CURVES] == 0
+    assert p[PT.LOADED_CURVES] == len(algorithms.ECC_CURVES) == 3
     assert p[PT.HR_PERSISTENT_AVAIL] == properties.CAPACITY.nv_bytes // 2048
 
 
@@ -477,8 +482,7 @@ def test_other_handle_types_come_from_their_sources(tpm: Tpm,
 def test_a_handle_type_registers_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each handle type has one source."""
     monkeypatch.setattr(properties, "HANDLE_SOURCES", dict(properties.HANDLE_SOURCES))
-    properties.register_handle_source(HT.TRANSIENT, lambda t: [])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # registered by the object store
         properties.register_handle_source(HT.TRANSIENT, lambda t: [])
     with pytest.raises(RuntimeError):
         properties.register_handle_source(HT.PCR, lambda t: [])
@@ -551,9 +555,11 @@ def test_auth_policies(tpm: Tpm) -> None:
 
 
 def test_ecc_curves(tpm: Tpm, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No curve until ECC is implemented; registered curves are listed in order and
+    """The NIST curves ECC keys use; registered curves are listed in order and
     counted by TPM_PT_LOADED_CURVES."""
-    assert getcap(tpm.execute, CAP.ECC_CURVES) == (False, [])
+    assert getcap(tpm.execute, CAP.ECC_CURVES) == (False, [ECC_CURVE.NIST_P256,
+                                                           ECC_CURVE.NIST_P384,
+                                                           ECC_CURVE.NIST_P521])
     monkeypatch.setattr(algorithms, "ECC_CURVES", {})
     algorithms.register_curve(ECC_CURVE.NIST_P384, 384)
     algorithms.register_curve(ECC_CURVE.NIST_P256, 256)
@@ -739,7 +745,9 @@ def test_tool_pcrs_and_handles(any_emulator: Emulator) -> None:
         assert tool_yaml(any_emulator, "tpm2_getcap", f"handles-{which}") is None
     curves = tool_yaml(any_emulator, "tpm2_getcap", "ecc-curves")
     if any_emulator.kind == "swtpm_py":
-        assert curves is None  # no ECC
+        assert curves == {"TPM2_ECC_NIST_P256": ECC_CURVE.NIST_P256,
+                          "TPM2_ECC_NIST_P384": ECC_CURVE.NIST_P384,
+                          "TPM2_ECC_NIST_P521": ECC_CURVE.NIST_P521}
     else:
         assert curves["TPM2_ECC_NIST_P256"] == ECC_CURVE.NIST_P256
 

@@ -289,13 +289,16 @@ def test_options_that_cannot_be_honoured_are_refused(option: list[str], tmp_path
     assert option[0] in r.stderr and "not supported" in r.stderr
 
 
-def test_file_backend_is_refused_for_now(tmp_path: Path) -> None:
-    r = subprocess.run(SWTPM_PY + ["socket", "--tpm2", "--ctrl", "type=unixio,path=x",
-                                   "--tpmstate", f"backend-uri=file://{tmp_path}/vol.img"],
+def test_file_backend_never_reformats_a_foreign_volume(tmp_path: Path) -> None:
+    vol = tmp_path / "vol.img"
+    vol.write_bytes(b"not a blobstore" * 100_000)
+    r = subprocess.run(SWTPM_PY + ["socket", "--tpm2", "--ctrl",
+                                   f"type=unixio,path={tmp_path}/ctrl",
+                                   "--tpmstate", f"backend-uri=file://{vol}"],
                        capture_output=True, text=True, timeout=30,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 1 and "file://" in r.stderr and "blobstore" in r.stderr
-    assert not (tmp_path / "vol.img").exists()
+    assert r.returncode == 1 and "blobstore check" in r.stderr and "formatifbad" in r.stderr
+    assert vol.read_bytes() == b"not a blobstore" * 100_000
 
 
 # ---------------------------------------------------------------------------- data channel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from swtpm_py.storage import (BLOB_FILES, DirStorage, OptionError, StateLocked, StorageError,
-                              default_state_dir, parse_tpmstate)
+                              default_state_image, parse_tpmstate)
 from swtpm_py.tpm import Platform, Tpm
 from swtpm_py.tpm.state import BlobKind, PersistentData, decode_blob
 from test_server import READ_CLOCK, connect, free_port_pair, output, spawn, stop, tcp_args, tpm_call
@@ -169,13 +169,13 @@ def test_swtpm_py_and_swtpm_exclude_each_other(tmp_path: Path) -> None:
         assert "Could not lock access to lockfile" in output(tmp_path, "swtpm")
 
 
-def test_default_state_dir_is_announced(tmp_path: Path) -> None:
+def test_default_state_image_is_announced(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
     env.pop("TPM_PATH", None)
-    expected = tmp_path / "xdg" / "swtpm_py" / "default-state"
-    assert default_state_dir(env) == expected
-    assert default_state_dir({"HOME": "/home/u"}) == Path(
-        "/home/u/.local/share/swtpm_py/default-state")
+    expected = tmp_path / "xdg" / "swtpm_py" / "tpm.qcow2"
+    assert default_state_image(env) == expected
+    assert default_state_image({"HOME": "/home/u"}) == Path(
+        "/home/u/.local/share/swtpm_py/tpm.qcow2")
     port = free_port_pair()
     proc = spawn("swtpm_py", ["--tpm2", "--server", f"type=tcp,port={port}",
                               "--ctrl", f"type=tcp,port={port + 1}",
@@ -184,9 +184,10 @@ def test_default_state_dir_is_announced(tmp_path: Path) -> None:
         connect(("127.0.0.1", port), proc=proc).close()
     finally:
         assert stop(proc) == 0
-    assert f"keeping the TPM state in {expected}" in output(tmp_path, "swtpm_py")
-    assert (expected / BLOB_FILES[BlobKind.PERMANENT]).stat().st_size > 0
-    assert expected.stat().st_mode & 0o777 == 0o700
+    assert (f"keeping the TPM state in the blobstore image {expected}"
+            in output(tmp_path, "swtpm_py"))
+    assert expected.read_bytes()[:4] == b"QFI\xfb"
+    assert expected.parent.stat().st_mode & 0o777 == 0o700
 
 
 # ---------------------------------------------------------------------------- --tpmstate
@@ -200,10 +201,15 @@ def test_parse_tpmstate_forms(tmp_path: Path) -> None:
     assert parse_tpmstate(f"dir={tmp_path},lock=false").lock is False
     assert parse_tpmstate(f"dir={tmp_path},fsync").path == tmp_path
     assert parse_tpmstate("dir=relative").path == Path.cwd() / "relative"
+    assert parse_tpmstate(f"dir={tmp_path}").backend == "dir"
+    cfg = parse_tpmstate("backend-uri=file:///var/lib/vol.raw")
+    assert (cfg.path, cfg.backend) == (Path("/var/lib/vol.raw"), "file")
+    cfg = parse_tpmstate("backend-uri=blobstore://tpm.qcow2")
+    assert (cfg.path, cfg.backend) == (Path.cwd() / "tpm.qcow2", "blobstore")
 
 
 @pytest.mark.parametrize("text,message", [
-    ("backend-uri=file:///var/lib/vol.raw", "not supported yet"),
+    ("backend-uri=file://", "names no file"),
     ("backend-uri=nbd://x", "Unsupported backend"),
     ("mode=0600", "The dir or backend-uri parameters is required"),
     ("dir=/x,mode=999", "invalid mode type '999'"),

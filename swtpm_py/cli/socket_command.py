@@ -4,7 +4,9 @@ Order of start-up (each step fails promptly with a message and exit code 1):
 
 1. parse the options (an unknown option is a usage error, exit 1, as swtpm);
 2. ``--print-capabilities`` / ``--print-states`` / ``--print-info`` print and exit;
-3. lock the state directory (a second emulator on the same state stops here);
+3. open the state -- lock the state directory, or open (and lock, as QEMU does) the blobstore
+   image, creating or formatting it as the options ask (a second emulator on the same state
+   stops here; ``--blobstore ...,showsize`` prints the size and ends here with exit code 0);
 4. bind the sockets (a port in use stops here), then ``--daemon`` forks, ``--pid`` is
    written, and the TPM is powered on (``not-need-init``): clients may connect from the
    moment the sockets are bound, they are served once the TPM is up;
@@ -29,15 +31,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NoReturn, TextIO
 
+from blobstore.image.base import ImageError
+from blobstore.image.open import open_image
+from blobstore.options import (BlobstoreOption, DriveOption, SetupError, open_blobstore,
+                               parse_blobstore, parse_drives)
+from blobstore.store import BlobStore, DamagedError, NotFormattedError, StoreError
+
 from .. import __version__
+from ..blobstorage import BLOB_NAMES, OWNER, BlobstoreStorage, registrations
 from ..control import Device, DeviceOptions, info_json
 from ..server import (Server, ServerConfig, StopSignals, TransportError, is_listening,
                       socket_from_fd, tcp_listener, unix_listener)
 from ..storage import (SWTPM_STATE_NAMES, DirStorage, OptionError, StorageError,
-                       TpmStateConfig, default_state_dir, parse_options, parse_tpmstate,
+                       TpmStateConfig, default_state_image, parse_options, parse_tpmstate,
                        sizes_in)
 from ..tpm import Platform, Tpm, algorithms
 from ..tpm.constants import ALG, SU
+from ..tpm.state import BlobKind
 
 log = logging.getLogger("swtpm_py")
 
@@ -61,8 +71,22 @@ The following options are supported (swtpm's):
                  : TPM data channel; TPM_PORT is the default port; fd is a connected
                    socket for TCP and a listening one for UnixIO
 --tpmstate dir=<dir>[,mode=0...][,lock][,fsync]|backend-uri=dir://<dir>
-                 : where the TPM state is kept (TPM_PATH is the default directory;
-                   without both: ${{XDG_DATA_HOME:-~/.local/share}}/swtpm_py/default-state)
+                 : keep the TPM state in a directory (TPM_PATH is the default directory)
+--tpmstate backend-uri=blobstore://<image>|file://<raw volume>
+                 : keep the TPM state in a blobstore in a raw or qcow2 image (format
+                   probed; file:// is always raw), created when missing and formatted
+                   when empty or all zero; anything else in it is refused, never
+                   reformatted
+--drive id=<id>,file=<path>[,format=raw|qcow2]
+                 : an image (repeatable); the format is probed when omitted
+--blobstore name=<name>,drive=<id>[,showsize|create|format|formatifbad]
+                 : keep the TPM state in the blobstore <name> on drive <id>; showsize
+                   prints the size it needs and exits; create creates a missing/empty
+                   file (and grows a small one); format always formats (a clean TPM);
+                   formatifbad formats only an image without a valid store
+                 (without --tpmstate, --blobstore and TPM_PATH the state is kept in
+                   ${{XDG_DATA_HOME:-~/.local/share}}/swtpm_py/tpm.qcow2, created on first
+                   use)
 --flags [not-need-init][,startup-clear|startup-state|startup-deactivated|startup-none][,disable-auto-shutdown]
 --locality [reject-locality-4][,allow-set-locality]
 --pid file=<path>|fd=<filedescriptor>
@@ -107,6 +131,8 @@ def _build_parser() -> _Parser:
     add("--server")
     add("--ctrl")
     add("--tpmstate")
+    add("--drive", action="append", default=[])
+    add("--blobstore")
     add("--flags")
     add("--locality")
     add("--pid")
@@ -380,9 +406,21 @@ def capabilities_json() -> str:
     return f'{{ "type": "swtpm", "features": [ {listed} ], "version": "{__version__}" }}'
 
 
-def states_json(path: Path) -> str:
-    """``--print-states``: the blobs present, named as swtpm names them."""
-    sizes = sizes_in(path)
+def blobstore_sizes(store: BlobStore) -> dict[BlobKind, int]:
+    """Size in bytes of each TPM state blob present in ``store``."""
+    present = {(b.owner, b.name): b.length for b in store.blobs() if b.present}
+    sizes: dict[BlobKind, int] = {}
+    for kind, name in BLOB_NAMES.items():
+        length = present.get((OWNER, name))
+        if length is not None:
+            sizes[kind] = length
+    return sizes
+
+
+def states_json(path: Path | dict[BlobKind, int]) -> str:
+    """``--print-states``: the blobs present (in the directory ``path``, or the given sizes),
+    named as swtpm names them."""
+    sizes = path if isinstance(path, dict) else sizes_in(path)
     items = [f'{{"name": "{SWTPM_STATE_NAMES[kind]}", "size": {size}}}'
              for kind, size in sorted(sizes.items())]
     body = "[ " + ", ".join(items) + " ]" if items else "[]"
@@ -396,7 +434,7 @@ def states_json(path: Path) -> str:
 class _Resources:
     """What must be released at exit."""
 
-    storage: DirStorage | None = None
+    storage: DirStorage | BlobstoreStorage | None = None
     sockets: list[socket.socket] = field(default_factory=list)
     unlink_paths: list[str] = field(default_factory=list)
     pidfile: str | None = None
@@ -429,16 +467,146 @@ def _fatal(message: str) -> int:
     return EXIT_FAILURE
 
 
-def _state_config(args: argparse.Namespace, env: dict[str, str]) -> TpmStateConfig:
+#: Store name (label) and drive id the ``--tpmstate backend-uri=blobstore://|file://``
+#: shorthand and the default image use.
+SHORTHAND_STORE = "tpm"
+SHORTHAND_DRIVE = "tpmstate"
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """Where the state is kept: a directory (``dir``) or a blobstore (``store``/``drives``).
+    ``shorthand`` is the ``--tpmstate`` text the blobstore came from, if any."""
+
+    dir: TpmStateConfig | None = None
+    store: BlobstoreOption | None = None
+    drives: dict[str, DriveOption] = field(default_factory=dict)
+    shorthand: str | None = None
+
+    def describe(self) -> str:
+        """Where the state is, for messages."""
+        if self.dir is not None:
+            return str(self.dir.path)
+        assert self.store is not None
+        drive = self.drives[self.store.drive]
+        return f"blobstore {self.store.name} in {drive.file}"
+
+
+def _shorthand(cfg: TpmStateConfig, text: str | None) -> StatePlan:
+    """``blobstore://PATH`` / ``file://PATH`` as a ``--drive``/``--blobstore`` pair with
+    ``create``: a missing or empty file is created, an all-zero one formatted, and anything
+    that is not a valid store (garbage, swtpm's own file format) refused."""
+    fmt = "raw" if cfg.backend == "file" else None
+    drive = DriveOption(id=SHORTHAND_DRIVE, file=str(cfg.path), format=fmt)
+    return StatePlan(store=BlobstoreOption(SHORTHAND_STORE, SHORTHAND_DRIVE, "create"),
+                     drives={drive.id: drive}, shorthand=text)
+
+
+def _state_plan(args: argparse.Namespace, env: dict[str, str]) -> StatePlan:
+    """Decide where the state is kept (nothing is opened yet)."""
+    if args.blobstore is not None:
+        if args.tpmstate is not None:
+            raise Fatal("--tpmstate and --blobstore both say where the TPM state is; give "
+                        "only one of them")
+        return StatePlan(store=parse_blobstore(args.blobstore), drives=parse_drives(args.drive))
+    if args.drive:
+        raise Fatal("--drive is given but no --blobstore uses it (add --blobstore "
+                    "name=NAME,drive=ID)")
     if args.tpmstate is not None:
-        return parse_tpmstate(args.tpmstate)
+        cfg = parse_tpmstate(args.tpmstate)
+        return StatePlan(dir=cfg) if cfg.backend == "dir" else _shorthand(cfg, args.tpmstate)
     if env.get("TPM_PATH"):
-        return TpmStateConfig(Path(env["TPM_PATH"]).absolute())
-    path = default_state_dir(env)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    sys.stderr.write(f"{PROG}: no --tpmstate and no TPM_PATH given: keeping the TPM state in "
-                     f"{path}\n")
-    return TpmStateConfig(path)
+        return StatePlan(dir=TpmStateConfig(Path(env["TPM_PATH"]).absolute()))
+    # Issue 3 item 7: the default is a qcow2 blobstore image in the per-user data directory.
+    image = default_state_image(env)
+    image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    drive = DriveOption(id=SHORTHAND_DRIVE, file=str(image), format="qcow2")
+    plan = StatePlan(store=BlobstoreOption(SHORTHAND_STORE, SHORTHAND_DRIVE, "create"),
+                     drives={drive.id: drive}, shorthand=f"backend-uri=blobstore://{image}")
+    sys.stderr.write(f"{PROG}: no --tpmstate, --blobstore or TPM_PATH given: keeping the TPM "
+                     f"state in the blobstore image {image}\n")
+    return plan
+
+
+def _open_state(plan: StatePlan) -> DirStorage | BlobstoreStorage | None:
+    """Open the planned state; None after ``showsize`` printed its sentence."""
+    if plan.dir is not None:
+        return DirStorage(plan.dir.path, plan.dir.mode, plan.dir.lock)
+    assert plan.store is not None
+    try:
+        store = open_blobstore(plan.store, plan.drives, registrations(), out=sys.stdout,
+                               producer=f"swtpm_py {__version__}")
+        if store is not None:
+            store = _first_read(plan, store)
+    except SetupError as exc:
+        message = str(exc)
+        if plan.shorthand is not None:
+            drive = plan.drives[plan.store.drive]
+            fmt = f",format={drive.format}" if drive.format else ""
+            message += (f" (--tpmstate {plan.shorthand} stands for --drive id={drive.id},"
+                        f"file={drive.file}{fmt} --blobstore name={plan.store.name},"
+                        f"drive={drive.id},create)")
+        raise Fatal(message) from None
+    if store is None:
+        return None
+    return BlobstoreStorage(store)
+
+
+def _first_read(plan: StatePlan, store: BlobStore) -> BlobStore:
+    """Read every TPM blob once. The store opens on a sound superblock and directory, but a
+    blob without any valid copy (both slots damaged) is damage too: ``formatifbad`` formats
+    the store then; otherwise it is a start-up error naming the fix, never a TPM that starts
+    in failure mode or a silent reformat (SetupError)."""
+    assert plan.store is not None
+    try:
+        for name in BLOB_NAMES.values():
+            store.read(OWNER, name)
+        return store
+    except DamagedError as exc:
+        drive = plan.drives[plan.store.drive]
+        where = f"blobstore {plan.store.name} on drive {drive.id} ({drive.file})"
+        if plan.store.action == "formatifbad":
+            sys.stderr.write(f"{PROG}: {where}: {exc}; formatting it (formatifbad)\n")
+            try:
+                return BlobStore.format(store.image, registrations(), label=plan.store.name,
+                                        producer=f"swtpm_py {__version__}")
+            except BaseException:
+                store.close()
+                raise
+        store.close()
+        raise SetupError(f"{where}: {exc}; inspect it with `blobstore check {drive.file}`, "
+                         f"or add ',formatifbad' to --blobstore to format it (losing its "
+                         f"content)") from None
+
+
+def _print_states(plan: StatePlan) -> str:
+    """``--print-states`` for a directory or a blobstore. The image is opened read-only and
+    shared (like ``qemu-img info -U``), so a running emulator's state can be listed."""
+    if plan.dir is not None:
+        if not plan.dir.path.is_dir():
+            raise Fatal(f"TPM state directory {plan.dir.path} does not exist")
+        return states_json(plan.dir.path)
+    assert plan.store is not None
+    try:
+        drive = plan.drives[plan.store.drive]
+    except KeyError:
+        raise Fatal(f"--blobstore name={plan.store.name}: no --drive has "
+                    f"id={plan.store.drive}") from None
+    if not os.path.exists(drive.file) or os.path.getsize(drive.file) == 0:
+        return states_json({})       # nothing created yet: no states (as an empty directory)
+    try:
+        image = open_image(drive.file, drive.format, readonly=True, force_share=True)
+    except ImageError as exc:
+        raise Fatal(f"--print-states: {exc}") from None
+    try:
+        return states_json(blobstore_sizes(BlobStore.open(image, label=plan.store.name)))
+    except NotFormattedError:
+        return states_json({})       # all zero: no store yet, hence no states
+    except StoreError as exc:
+        raise Fatal(f"--print-states: blobstore {plan.store.name} on {drive.file}: "
+                    f"{exc}") from None
+    finally:
+        image.close()
 
 
 def _open_channel(ch: Channel, what: str, res: _Resources) -> tuple[socket.socket | None,
@@ -539,7 +707,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> int:
     res = _Resources()
     try:
         return _run(args, env, res)
-    except (Fatal, OptionError, StorageError) as exc:
+    except (Fatal, OptionError, StorageError, StoreError, ImageError) as exc:
         return _fatal(str(exc))
     except OSError as exc:
         return _fatal(str(exc))
@@ -554,12 +722,10 @@ def _run(args: argparse.Namespace, env: dict[str, str], res: _Resources) -> int:
         sys.stdout.write(capabilities_json() + "\n")
         return 0
     if args.print_states:
-        if args.tpmstate is None:
-            raise Fatal("Error: --tpmstate option is required for --print-states")
-        cfg = parse_tpmstate(args.tpmstate)
-        if not cfg.path.is_dir():
-            raise Fatal(f"TPM state directory {cfg.path} does not exist")
-        sys.stdout.write(states_json(cfg.path))
+        if args.tpmstate is None and args.blobstore is None:
+            raise Fatal("Error: --tpmstate option is required for --print-states (or "
+                        "--blobstore with its --drive)")
+        sys.stdout.write(_print_states(_state_plan(args, env)))
         return 0
     if args.print_info is not None:
         try:
@@ -587,10 +753,12 @@ def _run(args: argparse.Namespace, env: dict[str, str], res: _Resources) -> int:
     flags = parse_flags(args.flags)
     reject_4, allow_set = parse_locality(args.locality)
     pid = parse_pid(args.pid)
-    state = _state_config(args, env)
+    state = _state_plan(args, env)
 
     signals = StopSignals()
-    res.storage = DirStorage(state.path, state.mode, state.lock)
+    res.storage = _open_state(state)
+    if res.storage is None:      # --blobstore ...,showsize: the sentence is printed
+        return 0
     try:
         data_listener, data_conn = (_open_channel(server, "socket", res) if server
                                     else (None, None))
@@ -633,7 +801,7 @@ def _run(args: argparse.Namespace, env: dict[str, str], res: _Resources) -> int:
     res.unlink_paths.clear()
     signals.attach(srv)
     device.start()
-    log.info("swtpm_py %s serving (state in %s)", __version__, state.path)
+    log.info("swtpm_py %s serving (state in %s)", __version__, state.describe())
     srv.serve()
     return 0
 

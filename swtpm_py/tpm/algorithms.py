@@ -13,7 +13,7 @@ Implementing a new algorithm is one :func:`register` call, e.g. for AES::
 
 after which GetCapability lists it, TPMT_PUBLIC_PARMS accepts it where Part 2 allows it, and the
 self tests cover it. ECC curves have their own registry (:data:`ECC_CURVES`,
-GetCapability(ECC_CURVES), TPMI_ECC_CURVE), empty until ECC is implemented.
+GetCapability(ECC_CURVES), TPMI_ECC_CURVE).
 
 The second half of this module declares the wire types whose allowed values come from the
 registry (TPMT_PUBLIC_PARMS and its parts, Part 2 §11-12), each rejecting a value outside its
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import construct as c
 
-from . import crypto
+from . import crypto, symcipher
 from .constants import ALG, RC, AlgAttr, ECC_CURVE
 from .errors import TpmError
 from .wire import TPMI_ALG_HASH, UINT16, UINT32, Checked
@@ -101,8 +101,8 @@ class Algorithm:
 #: Implemented algorithms by TPM_ALG_ID, filled by :func:`register`.
 ALGORITHMS: dict[int, Algorithm] = {}
 
-#: Implemented ECC curves (TPM_ECC_CURVE -> key size in bits), in curve-id order when listed.
-#: Empty: no ECC yet. The ECC issue registers its curves with :func:`register_curve`.
+#: Implemented ECC curves (TPM_ECC_CURVE -> key size in bits), in curve-id order when listed;
+#: filled with :func:`register_curve` below.
 ECC_CURVES: dict[int, int] = {}
 
 
@@ -190,6 +190,35 @@ def _hash_kat(alg: ALG) -> Callable[[], bool]:
     return test
 
 
+#: SP 800-38A appendix F.3.13, F.3.15 and F.3.17: CFB128-AES128/192/256 encryption of the
+#: first plaintext block under the published keys and IV.
+AES_CFB_VECTORS = {
+    128: "2b7e151628aed2a6abf7158809cf4f3c",
+    192: "8e73b0f7da0e6452c810f32b809079e562f8ead2522c6b7b",
+    256: "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
+}
+AES_CFB_IV = "000102030405060708090a0b0c0d0e0f"
+AES_CFB_PLAINTEXT = "6bc1bee22e409f96e93d7e117393172a"
+AES_CFB_CIPHERTEXT = {
+    128: "3b3fd92eb72dad20333449f8e83cfb4a",
+    192: "cdc80d6fddf18cab34c25909c99a4174",
+    256: "dc7e84bfda79164b7ecd8486985d3860",
+}
+
+
+def _aes_kat() -> bool:
+    """The known-answer test of AES in CFB mode (the mode that protects every sensitive area)
+    with the SP 800-38A vectors, for each key size, both directions."""
+    iv, pt = bytes.fromhex(AES_CFB_IV), bytes.fromhex(AES_CFB_PLAINTEXT)
+    for bits, key in AES_CFB_VECTORS.items():
+        k, ct = bytes.fromhex(key), bytes.fromhex(AES_CFB_CIPHERTEXT[bits])
+        if not _hmac.compare_digest(symcipher.cfb_encrypt(ALG.AES, k, iv, pt), ct):
+            return False
+        if not _hmac.compare_digest(symcipher.cfb_decrypt(ALG.AES, k, iv, ct), pt):
+            return False
+    return True
+
+
 def _kdfa_kat() -> bool:
     """The known-answer test of KDFa (Part 1 §11.4.10.2) with :data:`KDFA_VECTOR`."""
     v = KDFA_VECTOR
@@ -220,7 +249,52 @@ register(Algorithm(ALG.XOR, AlgAttr.HASH | AlgAttr.SYMMETRIC,
 register(Algorithm(ALG.KDF1_SP800_108, AlgAttr.HASH | AlgAttr.METHOD, frozenset({Role.KDF}),
                    Details.HASH, self_test=_kdfa_kat))
 
-del _alg
+# The object types (Part 2 §12.2.2), with the key sizes this TPM generates and loads: RSA
+# 1024-3072 (as swtpm 0.7.1, whose MAX_RSA_KEY_BITS is 3072), ECC on the curves registered
+# below, symmetric ciphers (AES) and keyed hashes (above).
+register(Algorithm(ALG.RSA, AlgAttr.ASYMMETRIC | AlgAttr.OBJECT, frozenset({Role.PUBLIC}),
+                   key_bits=(1024, 2048, 3072)))
+register(Algorithm(ALG.ECC, AlgAttr.ASYMMETRIC | AlgAttr.OBJECT, frozenset({Role.PUBLIC})))
+register(Algorithm(ALG.SYMCIPHER, AlgAttr.OBJECT, frozenset({Role.PUBLIC})))
+# AES: the block cipher of storage keys (TPMT_SYM_DEF_OBJECT) and of symcipher objects.
+register(Algorithm(ALG.AES, AlgAttr.SYMMETRIC, frozenset({Role.SYM_OBJECT, Role.SYM}),
+                   key_bits=(128, 192, 256), self_test=_aes_kat))
+# CFB: the mode of every TPM-internal encryption (Part 1 "Protected Storage").
+register(Algorithm(ALG.CFB, AlgAttr.SYMMETRIC | AlgAttr.ENCRYPTING, frozenset({Role.SYM_MODE})))
+# Asymmetric schemes a key may carry (Part 2 §11.2): the object commands create and load keys
+# with them, and check them against the key's attributes (sign/decrypt/restricted).
+_SIG, _ENC = AlgAttr.ASYMMETRIC | AlgAttr.SIGNING, AlgAttr.ASYMMETRIC | AlgAttr.ENCRYPTING
+register(Algorithm(ALG.RSASSA, _SIG, frozenset({Role.RSA_SCHEME, Role.SIG_SCHEME}),
+                   Details.HASH))
+register(Algorithm(ALG.RSAES, _ENC, frozenset({Role.RSA_SCHEME})))
+register(Algorithm(ALG.RSAPSS, _SIG, frozenset({Role.RSA_SCHEME, Role.SIG_SCHEME}),
+                   Details.HASH))
+register(Algorithm(ALG.OAEP, _ENC, frozenset({Role.RSA_SCHEME}), Details.HASH))
+register(Algorithm(ALG.ECDSA, _SIG, frozenset({Role.ECC_SCHEME, Role.SIG_SCHEME}),
+                   Details.HASH))
+register(Algorithm(ALG.ECDH, AlgAttr.ASYMMETRIC | AlgAttr.METHOD, frozenset({Role.ECC_SCHEME}),
+                   Details.HASH))
+register(Algorithm(ALG.ECSCHNORR, _SIG, frozenset({Role.ECC_SCHEME, Role.SIG_SCHEME}),
+                   Details.HASH))
+
+#: The signing schemes of each asymmetric key type (the reference's CryptIsAsymSignScheme).
+SIGN_SCHEMES: dict[int, frozenset[int]] = {
+    ALG.RSA: frozenset({ALG.RSASSA, ALG.RSAPSS}),
+    ALG.ECC: frozenset({ALG.ECDSA, ALG.ECSCHNORR}),
+}
+#: The decryption schemes of each asymmetric key type (CryptIsAsymDecryptScheme): RSA
+#: encryption paddings, and ECDH as the key-exchange "decryption" of an ECC key.
+DECRYPT_SCHEMES: dict[int, frozenset[int]] = {
+    ALG.RSA: frozenset({ALG.RSAES, ALG.OAEP}),
+    ALG.ECC: frozenset({ALG.ECDH}),
+}
+
+# The NIST prime curves of FIPS 186-4 (through ``cryptography``): the curves ECC keys use.
+for _curve, _bits in ((ECC_CURVE.NIST_P256, 256), (ECC_CURVE.NIST_P384, 384),
+                      (ECC_CURVE.NIST_P521, 521)):
+    register_curve(_curve, _bits)
+
+del _alg, _SIG, _ENC, _curve, _bits
 
 # ---------------------------------------------------------------------------- wire types
 

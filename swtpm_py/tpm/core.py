@@ -15,8 +15,8 @@ pins every step against the real swtpm):
    looked up.
 3. authorization area (tag TPM_ST_SESSIONS): sizes (TPM_RC_SIZE), then each session in turn
    (session number on every error), then one session per authorized handle and the
-   authorization checks (password now; HMAC and policy sessions plug in at
-   :meth:`Tpm._session_loaded` and :meth:`Tpm._authorize`).
+   authorization checks (password sessions here; HMAC and policy sessions in
+   :mod:`.sessions`), then the decryption of the first parameter (Part 1 §21).
 4. parameters, each unmarshalled in turn (format-1 code + parameter number); bytes left over
    are TPM_RC_SIZE. Then the handler.
 5. if the command changed persistent data, commit the permanent blob *before* responding.
@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .constants import CC, RC, RH, SU, HT, ST, SessionAttr
-from .crypto import Drbg
+from .crypto import HASHES, Drbg
+from . import sessions as _sessions
 from .entity import resolve
 from .errors import TpmError, for_handle, for_parameter, for_session
-from .pcr import PcrBanks, startup_updates
+from .pcr import HCRTM_PCR, PCR_ATTRIBUTES, PcrBanks, counts_update, startup_updates
 from .registry import COMMANDS, Auth, CommandSpec
 from .state import (SU_NONE, BlobKind, PersistentData, SavedState, StateClearData, StateError,
                     StateResetData, VolatileData, decode_blob, encode_blob)
@@ -59,6 +60,9 @@ SEED_SIZE = 64
 #: Flag kept with the orderly state after a Shutdown(STATE) that followed a Startup from
 #: locality 3 (the reference implementation's STARTUP_LOCALITY_3).
 STARTUP_LOCALITY_3 = 0x4000
+
+#: The PCR a DRTM sequence (_TPM_Hash_End after Startup) measures into (PC Client profile).
+DRTM_PCR = 17
 
 #: Commands accepted in failure mode (Part 1 §9.4.3.2 / Part 3 §10.4).
 FAILURE_MODE_COMMANDS = {CC.GetTestResult, CC.GetCapability}
@@ -137,6 +141,8 @@ class CommandContext:
     locality: int
     #: The entity authorized in each handle slot (None for handles without authorization).
     authorized: list[int | None] = field(default_factory=list)
+    #: The command's authorization sessions (None for a command without an authorization area).
+    auth: "_sessions.CommandAuth | None" = None
 
 
 @dataclass
@@ -152,9 +158,6 @@ class _Session:
 def error_response(rc: int) -> bytes:
     """A response carrying only ``rc`` (Part 1 §18.10: always tag TPM_ST_NO_SESSIONS)."""
     return struct.pack(">HII", ST.NO_SESSIONS, 10, rc)
-
-
-_PASSWORD_RESPONSE = b"\x00\x00" + bytes([SessionAttr.CONTINUE_SESSION]) + b"\x00\x00"
 
 
 class Tpm:
@@ -293,6 +296,11 @@ class Tpm:
         # PC Client profile: Startup only from locality 0 or 3 (TPM_RC_LOCALITY otherwise).
         if locality not in (0, 3):
             raise TpmError(RC.LOCALITY, detail=f"Startup from locality {locality}")
+        # An H-CRTM sequence before this Startup (see hash_end): PCR 0 keeps its measurement,
+        # and the Startup counts as one from locality 0 (the reference's TPM2_Startup).
+        hcrtm = self._hcrtm_pcrs is not None and self._hcrtm_pcrs is self.pcrs
+        if hcrtm:
+            locality = 0
         storage = self.platform.storage
         saved: SavedState | None = None
         raw = storage.load(BlobKind.SAVESTATE)
@@ -327,6 +335,11 @@ class Tpm:
             state_clear = saved.state_clear if startup_type == SU.STATE else StateClearData()
         resume = saved is not None and startup_type == SU.STATE
         pcrs = PcrBanks.fresh(banks, startup_locality=locality)
+        if hcrtm and not resume:
+            for alg, bank in pcrs.values.items():
+                if alg in self.pcrs.values:
+                    bank[HCRTM_PCR] = self.pcrs.values[alg][HCRTM_PCR]
+        self._hcrtm_pcrs = None
         if resume:
             pcrs.restore_saved(saved.pcrs)
         # Part 3 §22.4: (re)initialising a PCR changes it, so pcrUpdateCounter advances.
@@ -368,6 +381,72 @@ class Tpm:
         if self.perm.orderly_state != SU_NONE:
             self.perm.orderly_state = SU_NONE
             self._commit_permanent()
+
+    # ------------------------------------------------------------------ _TPM_Hash_Start/Data/End
+
+    #: The running DRTM (or H-CRTM) event sequence: one hash state per allocated bank, or None
+    #: when no sequence runs (the reference's g_DRTMHandle == TPM_RH_UNASSIGNED).
+    _drtm: "dict[int, Any] | None" = None
+    #: The PCR banks an H-CRTM sequence measured into before TPM2_Startup (the reference's
+    #: g_DrtmPreStartup). _TPM_Init replaces :attr:`pcrs`, so after a power cycle this no longer
+    #: *is* the current bank set and the flag is void without power_on having to clear it.
+    _hcrtm_pcrs: "PcrBanks | None" = None
+
+    def hash_start(self) -> None:
+        """_TPM_Hash_Start (Part 3 §9.5; PC Client PTP: a locality-4 indication): start a new
+        event sequence, dropping one already running, and set TPM_ACCESS.tpmEstablishment.
+
+        swtpm 0.7.1 sets the established bit at _TPM_Hash_Start already, even when no
+        _TPM_Hash_End follows (measured)."""
+        self._drtm = {alg: HASHES[alg].new() for alg in self.pcrs.banks}
+        self.vol.established = True
+
+    def hash_data(self, data: bytes) -> None:
+        """_TPM_Hash_Data (Part 3 §9.6): add ``data`` to the sequence in every allocated bank;
+        without a sequence (no _TPM_Hash_Start, or it was aborted) nothing happens."""
+        if self._drtm is None:
+            return
+        for state in self._drtm.values():
+            state.update(data)
+
+    def hash_end(self) -> None:
+        """_TPM_Hash_End (Part 3 §9.7): complete the sequence and measure it.
+
+        * After TPM2_Startup (DRTM): PCRs 17-22 (those locality 4 resets) become zero,
+          restartCount is incremented, then PCR 17 := H(0...0 || digest) in every bank.
+        * Before TPM2_Startup (H-CRTM): PCR 0 := H(0...04 || digest) in every bank, and the
+          next TPM2_Startup (other than a resume) keeps that value instead of initialising it.
+
+        Each extend counts as a PCR change for pcrUpdateCounter (PCRExtend() per bank; the reset
+        of the dynamic PCRs does not), which makes swtpm's counter advance by 4 with four banks
+        (measured). Without a sequence nothing happens.
+        """
+        if self._drtm is None:
+            return
+        states, self._drtm = self._drtm, None
+        if self.vol.started:
+            for pcr, attrs in enumerate(PCR_ATTRIBUTES):
+                if attrs.drtm:
+                    self.pcrs.reset(pcr)
+            self.vol.state_reset.restart_count += 1
+            pcr, start = DRTM_PCR, 0
+        else:
+            # PC Client profile: an H-CRTM event is recorded as coming from locality 4.
+            pcr, start = HCRTM_PCR, 4
+            self._hcrtm_pcrs = self.pcrs
+        for alg, state in states.items():
+            size = HASHES[alg].size
+            self.pcrs.values[alg][pcr] = b"\x00" * (size - 1) + bytes([start])
+            self.pcrs.extend(pcr, alg, state.digest())
+            if counts_update(pcr):
+                reset = self.vol.state_reset
+                reset.pcr_counter = (reset.pcr_counter + 1) & 0xFFFFFFFF
+
+    def hash_abort(self) -> None:
+        """Drop a running event sequence: a TPM command between _TPM_Hash_Start and
+        _TPM_Hash_End ends it, and the _TPM_Hash_End that follows measures nothing (swtpm
+        0.7.1, measured: PCR 17 keeps its value)."""
+        self._drtm = None
 
     # ------------------------------------------------------------------ dispatch
 
@@ -420,7 +499,7 @@ class Tpm:
         ctx = CommandContext(self, code, locality)
         # Authorization comes before the parameters are unmarshalled (Part 3 §5.6-5.7): a
         # wrong password is reported even when a parameter is malformed.
-        self._authorize(ctx, spec, handles, sessions)
+        self._authorize(ctx, spec, handles, sessions, stream)
         params = self._parse_params(spec, stream, size)
         self.last_command = code
         try:
@@ -434,7 +513,7 @@ class Tpm:
                 # Part 3 §9.4.1: a command that changes NV after Shutdown cancels it.
                 self.perm.orderly_state = SU_NONE
             self._commit_permanent()
-        return self._build_response(spec, tag, result, sessions)
+        return self._build_response(spec, tag, result, ctx)
 
     def _rollback_permanent(self) -> None:
         """A failed NV command leaves persistent data as last committed."""
@@ -459,7 +538,10 @@ class Tpm:
             try:
                 self.check_handle_loaded(handle)
             except TpmError as exc:
-                raise TpmError(for_handle(exc.rc, n), detail=exc.detail) from None
+                # TPM_RC_REFERENCE_H0 (a warning, no number field) counts up to _H6 instead.
+                rc = (exc.rc + n - 1 if exc.rc == RC.REFERENCE_H0
+                      else for_handle(exc.rc, n))
+                raise TpmError(rc, detail=exc.detail) from None
         return handles
 
     def check_handle_loaded(self, handle: int) -> None:
@@ -506,6 +588,8 @@ class Tpm:
                     raise TpmError(RC.NONCE, session=n)
             elif not self._session_loaded(session.handle):
                 raise TpmError(RC.REFERENCE_S0 + n - 1, detail="session not loaded")
+            else:
+                _sessions.check_entry(self, spec, sessions, session, n)
             sessions.append(session)
         return sessions
 
@@ -525,9 +609,9 @@ class Tpm:
         return resolve(self, handle).auth_value
 
     def _session_loaded(self, handle: int) -> bool:
-        """Whether the HMAC or policy session ``handle`` is loaded. Hook for the sessions
-        module: until it exists no such session can be started, so none is loaded."""
-        return False
+        """Whether the HMAC or policy session ``handle`` is loaded (by its index, as the
+        reference's SessionIsLoaded(); a type mismatch is _sessions.check_entry's error)."""
+        return _sessions.is_loaded(self, handle)
 
     def da_exempt(self, handle: int) -> bool:
         """Part 1 §19.8.5 (IsDAExempted): PCRs and permanent handles other than TPM_RH_LOCKOUT
@@ -540,22 +624,30 @@ class Tpm:
             return False
 
     def _authorize(self, ctx: CommandContext, spec: CommandSpec, handles: list[int],
-                   sessions: list[_Session]) -> None:
-        """Check one session per authorized handle, in handle order (Part 1 §19.6).
+                   sessions: list[_Session], stream: io.BytesIO) -> None:
+        """Check each session in turn, the n-th authorizing the n-th handle that needs
+        authorization (Part 1 §19.6), then decrypt the first parameter in ``stream`` if a
+        session has the decrypt attribute (Part 1 §21: last, so that cpHash covers the
+        parameters as sent).
 
-        Password sessions (TPM_RS_PW) are checked here. HMAC and policy sessions are the
-        sessions module's to add (they are never loaded until then, see _session_loaded).
+        Password sessions (TPM_RS_PW) are checked here, HMAC and policy sessions by
+        :func:`._sessions.authorize`.
         """
         auth_handles = [h for h, hs in zip(handles, spec.handles) if hs.auth is not Auth.NONE]
         if len(sessions) < len(auth_handles):
             raise TpmError(RC.AUTH_MISSING)
+        if sessions:
+            ctx.auth = _sessions.CommandAuth(ctx, spec, handles, sessions,
+                                             stream.getvalue()[stream.tell():])
         for n, s in enumerate(sessions, start=1):
+            if s.handle != RH.PW:
+                _sessions.authorize(ctx.auth, n)
+                continue
             if n > len(auth_handles):
                 # Part 1 §19.8.3: a password session must authorize a handle; the reference
-                # implementation reports TPM_RC_HANDLE for the session. (Only password
-                # sessions get here until HMAC sessions exist; those may be audit- or
-                # encrypt-only instead.)
+                # implementation reports TPM_RC_HANDLE for the session.
                 raise TpmError(RC.HANDLE, session=n, detail="session authorizes no handle")
+            _sessions.check_password_role(ctx.auth, n)
             expected = self.auth_value(auth_handles[n - 1]).rstrip(b"\x00")
             if not _hmac.compare_digest(expected, s.hmac.rstrip(b"\x00")):
                 # Part 1 §19.8.5: TPM_RC_BAD_AUTH where the dictionary-attack logic does not
@@ -563,9 +655,15 @@ class Tpm:
                 rc = RC.BAD_AUTH if self.da_exempt(auth_handles[n - 1]) else RC.AUTH_FAIL
                 raise TpmError(rc, session=n)
         ctx.authorized = auth_handles
+        if ctx.auth is not None:
+            plain = _sessions.decrypt_parameter(ctx.auth)
+            if plain is not None:
+                start = stream.tell()
+                stream.write(plain)
+                stream.seek(start)
 
     def _build_response(self, spec: CommandSpec, tag: int, result: Any,
-                        sessions: list[_Session]) -> bytes:
+                        ctx: CommandContext) -> bytes:
         if result is None:
             values: tuple = ()
         elif isinstance(result, tuple):
@@ -576,10 +674,14 @@ class Tpm:
         if spec.response_handle:
             handle_area, values = struct.pack(">I", values[0]), values[1:]
         params = b"".join(con.build(v) for con, v in zip(spec.response, values))
-        if tag == ST.SESSIONS:
-            body = (handle_area + struct.pack(">I", len(params)) + params
-                    + _PASSWORD_RESPONSE * len(sessions))
+        if tag == ST.SESSIONS and ctx.auth is not None:
+            # Part 1 §18.8: parameterSize, the parameters (the first one possibly encrypted)
+            # and one TPMS_AUTH_RESPONSE per session.
+            params, auth_area = _sessions.respond(ctx.auth, params)
+            body = handle_area + struct.pack(">I", len(params)) + params + auth_area
         else:
+            if spec.code not in SESSIONLESS_COMMANDS:
+                _sessions.end_exclusive_audit(self)
             body = handle_area + params
         if len(body) + 10 > MAX_RESPONSE_SIZE:
             raise TpmError(RC.FAILURE, detail="response too large")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import construct as c
 
 from .constants import CC, CommandAttr
+from .wire import CompiledBuild
 
 if TYPE_CHECKING:
     from .core import CommandContext
@@ -61,6 +62,19 @@ class CommandSpec:
         return sum(1 for h in self.handles if h.auth is not Auth.NONE)
 
     @property
+    def decrypt(self) -> bool:
+        """Part 1 §21.1: whether the first command parameter may be encrypted by a session with
+        the decrypt attribute — it must be a TPM2B (the reference's DECRYPT_2 attribute).
+        Otherwise the decrypt attribute is TPM_RC_ATTRIBUTES for the session."""
+        return bool(self.params) and is_tpm2b(self.params[0])
+
+    @property
+    def encrypt(self) -> bool:
+        """Part 1 §21.1: whether the first response parameter (after a response handle) may be
+        encrypted by a session with the encrypt attribute — it must be a TPM2B (ENCRYPT_2)."""
+        return bool(self.response) and is_tpm2b(self.response[0])
+
+    @property
     def attributes(self) -> int:
         """TPMA_CC for GetCapability(COMMANDS) (Part 2 §8.9)."""
         attrs = int(self.code) & 0xFFFF
@@ -74,8 +88,25 @@ class CommandSpec:
         return attrs
 
 
+def is_tpm2b(con: c.Construct) -> bool:
+    """Whether ``con`` is a TPM2B on the wire (Part 2 §10.4): a 16-bit size, then that many
+    octets. Recognised: a ``construct.Prefixed`` with a two-octet length, or any construct
+    whose class or instance sets ``tpm2b = True`` (sized structures); names and compiled
+    builders are looked through."""
+    while isinstance(con, (c.Renamed, CompiledBuild)):
+        con = con.subcon
+    if getattr(con, "tpm2b", False):
+        return True
+    if isinstance(con, c.Prefixed):
+        try:
+            return con.lengthfield.sizeof() == 2
+        except c.SizeofError:
+            return False
+    return False
+
+
 #: Commands that flush a handle from the TPM (TPMA_CC.flushed, Part 2 §8.9.2).
-FLUSHING = {CC.FlushContext, CC.SequenceComplete, CC.EventSequenceComplete}
+FLUSHING = {CC.SequenceComplete, CC.EventSequenceComplete}
 
 #: All registered commands by code, filled as the command modules are imported.
 COMMANDS: dict[int, CommandSpec] = {}

@@ -100,6 +100,9 @@ class PersistentData:
     max_tries: int = 3
     recovery_time: int = 1000
     lockout_recovery: int = 1000
+    #: Persistent objects by handle (TPM2_EvictControl), each an object record
+    #: (swtpm_py.tpm.objects); they live in NV and survive everything but TPM2_Clear.
+    persistent_objects: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +145,68 @@ class SavedState:
 
 
 @dataclass
+class SessionState:
+    """One authorization session loaded in TPM memory (Part 1 §19.6; the reference's SESSION).
+
+    Policy fields (Part 3 §23) are meaningful for policy and trial sessions only.
+    """
+
+    handle: int = 0
+    #: A policy (or trial) session rather than an HMAC session.
+    policy: bool = False
+    #: A trial policy session: computes a policyDigest, authorizes nothing.
+    trial: bool = False
+    #: authHash: the session's hash algorithm.
+    auth_hash: int = ALG.NULL
+    #: The TPM's current nonce (as long as the nonceCaller of TPM2_StartAuthSession).
+    nonce_tpm: bytes = b""
+    #: KDFa(authHash, bind.authValue || salt, "ATH", nonceTPM, nonceCaller); empty when the
+    #: session is neither bound nor salted.
+    session_key: bytes = b""
+    #: TPMT_SYM_DEF of parameter encryption: algorithm, keyBits (the hash for XOR), mode.
+    sym_alg: int = ALG.NULL
+    sym_key_bits: int = 0
+    sym_mode: int = ALG.NULL
+    #: The bind value (Name and authValue, sessions.bind_value) of the bind entity of a bound
+    #: HMAC session; empty when not bound.
+    bound_entity: bytes = b""
+    #: Bound to an entity subject to dictionary-attack protection (and to TPM_RH_LOCKOUT).
+    da_bound: bool = False
+    lockout_bound: bool = False
+    #: Used as an audit session, and its audit digest.
+    audit: bool = False
+    audit_digest: bytes = b""
+    policy_digest: bytes = b""
+    #: TPM2_PolicyCommandCode's command (0: any).
+    command_code: int = 0
+    #: TPMA_LOCALITY of TPM2_PolicyLocality (0: any).
+    locality: int = 0
+    #: pcrUpdateCounter when TPM2_PolicyPCR ran (0: no PCR check).
+    pcr_counter: int = 0
+    #: cpHash, nameHash or templateHash the policy requires (empty: none).
+    cp_hash: bytes = b""
+    cp_hash_defined: bool = False
+    template_set: bool = False
+    auth_value_needed: bool = False
+    password_needed: bool = False
+    pp_required: bool = False
+    #: Time (ms) after which the policy session has expired (0: never).
+    timeout: int = 0
+    #: Time (ms) when the session started or its nonce last rolled (policy sessions).
+    start_time: int = 0
+
+
+@dataclass
+class SessionTable:
+    """The sessions of a running TPM (volatile): the loaded ones, in the order they were
+    loaded (GetCapability lists them by handle)."""
+
+    loaded: list[SessionState] = field(default_factory=list)
+    #: Handle of the exclusive audit session (Part 1 §32.4.4), 0 when there is none.
+    exclusive_audit: int = 0
+
+
+@dataclass
 class VolatileData:
     """The RAM state of a running TPM (the volatile blob)."""
 
@@ -161,8 +226,14 @@ class VolatileData:
     self_tested: bool = False
     #: Whether the last TPM2_Startup followed an orderly shutdown (TPMA_STARTUP_CLEAR.orderly).
     startup_orderly: bool = True
+    #: Loaded transient objects by handle, each an object record (swtpm_py.tpm.objects); a
+    #: TPM2_Startup builds a new VolatileData, so they never survive Startup (Part 1 §30.2).
+    loaded_objects: dict[int, bytes] = field(default_factory=dict)
     #: Locality of the last TPM2_Startup (0 or 3); Shutdown(STATE) records it for the resume.
     startup_locality: int = 0
+    #: Authorization sessions; a TPM2_Startup builds a new VolatileData, so loaded sessions never
+    #: survive Startup (Part 1 §19.6.1; the reference's SessionStartup()).
+    sessions: SessionTable = field(default_factory=SessionTable)
 
 
 T = TypeVar("T")

@@ -1,0 +1,343 @@
+"""Policy commands (Part 3 §23, Enhanced Authorization): each extends the policyDigest of a
+policy or trial session and, in a real policy session, records the condition that
+:func:`swtpm_py.tpm.sessions.authorize` checks when the session is used.
+
+Every update has the form policyDigest_new := H(policyDigest_old || TPM_CC || arguments) with
+the session's authHash (Part 1 §19.7.2); the arguments of each command are given with it. A
+trial session skips the checks that need the TPM's state (PCR values, an earlier PolicyOR
+branch) and only computes the digest, which is how tpm2-tools' ``tpm2_policy*`` tools build a
+policy offline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import construct as c
+
+from .. import objects, sessions
+from ..constants import CC, HR_POLICY_SESSION, HT, RC, RH, ST
+from ..crypto import HASHES
+from ..entity import resolve
+from ..errors import TpmError
+from ..registry import COMMANDS, Auth, HandleSpec, command
+from ..state import SessionState
+from ..wire import (INT32, MAX_ACTIVE_SESSIONS, TPM2B_DIGEST, TPM2B_NONCE, TPML_PCR_SELECTION,
+                    UINT8, UINT16, UINT32, Checked, pcr_bitmap, tpm2b)
+from .hash import TICKET_HASH, hierarchy_proof
+from .session import check_entity
+
+if TYPE_CHECKING:
+    from ..core import CommandContext
+
+
+def _check_policy_session(handle: int) -> None:
+    # Part 2 §9.9 TPMI_SH_POLICY: a policy session handle in the implemented range.
+    if not 0 <= handle - HR_POLICY_SESSION < MAX_ACTIVE_SESSIONS:
+        raise TpmError(RC.VALUE, detail=f"0x{handle:08x} is not a policy session handle")
+
+
+#: The policySession handle of every policy command (no authorization).
+POLICY_SESSION = HandleSpec("policySession", _check_policy_session)
+
+
+def _count_2_to_8(count: int) -> None:
+    # Part 2 §10.9.6 TPML_DIGEST of TPM2_PolicyOR: two to eight digests, else TPM_RC_SIZE.
+    if not 2 <= count <= 8:
+        raise TpmError(RC.SIZE, detail=f"{count} digests in pHashList")
+
+
+#: TPML_DIGEST as TPM2_PolicyOR takes it.
+TPML_DIGEST_OR = c.PrefixedArray(Checked(UINT32, _count_2_to_8), TPM2B_DIGEST)
+
+
+def _session(ctx: CommandContext, handle: int) -> SessionState:
+    session = sessions.get(ctx.tpm, handle)
+    assert session is not None  # the handle was resolved as a loaded policy session
+    return session
+
+
+@command(CC.PolicyRestart, handles=(POLICY_SESSION,))
+def policy_restart(ctx: CommandContext, handle: int) -> None:
+    """Part 3 §23.13: start the policy over (digest zero, no conditions); the nonce stays."""
+    sessions.reset_policy(_session(ctx, handle))
+
+
+@command(CC.PolicyGetDigest, handles=(POLICY_SESSION,), response=(TPM2B_DIGEST,))
+def policy_get_digest(ctx: CommandContext, handle: int) -> bytes:
+    """Part 3 §23.19: the current policyDigest."""
+    return _session(ctx, handle).policy_digest
+
+
+@command(CC.PolicyAuthValue, handles=(POLICY_SESSION,))
+def policy_auth_value(ctx: CommandContext, handle: int) -> None:
+    """Part 3 §23.17: the authorized entity's authValue must key the session HMAC.
+    Update: H(digest || TPM_CC_PolicyAuthValue)."""
+    session = _session(ctx, handle)
+    sessions.policy_update(session, CC.PolicyAuthValue)
+    session.auth_value_needed, session.password_needed = True, False
+
+
+@command(CC.PolicyPassword, handles=(POLICY_SESSION,))
+def policy_password(ctx: CommandContext, handle: int) -> None:
+    """Part 3 §23.18: the authValue is sent in the clear in the session's hmac field. The
+    digest is the same as PolicyAuthValue's, H(digest || TPM_CC_PolicyAuthValue), so one
+    policy admits either."""
+    session = _session(ctx, handle)
+    sessions.policy_update(session, CC.PolicyAuthValue)
+    session.password_needed, session.auth_value_needed = True, False
+
+
+@command(CC.PolicyCommandCode, handles=(POLICY_SESSION,), params=(UINT32,))
+def policy_command_code(ctx: CommandContext, handle: int, code: int) -> None:
+    """Part 3 §23.11: the session authorizes only ``code``. A different code already set is
+    TPM_RC_VALUE, a command the TPM does not implement TPM_RC_POLICY_CC (both + P1; in this
+    order, as swtpm 0.7.1 answers). Update: H(digest || TPM_CC_PolicyCommandCode || code)."""
+    session = _session(ctx, handle)
+    if session.command_code and session.command_code != code:
+        raise TpmError(RC.VALUE, parameter=1, detail="another command code is already set")
+    if code not in COMMANDS:
+        raise TpmError(RC.POLICY_CC, parameter=1, detail=f"command 0x{code:x} not implemented")
+    sessions.policy_update(session, CC.PolicyCommandCode, code.to_bytes(4, "big"))
+    session.command_code = code
+
+
+@command(CC.PolicyLocality, handles=(POLICY_SESSION,), params=(UINT8,))
+def policy_locality(ctx: CommandContext, handle: int, locality: int) -> None:
+    """Part 3 §23.14: the localities (TPMA_LOCALITY) the session may be used from. Zero, a
+    switch between ordinary and extended localities, or an empty intersection with an earlier
+    setting is TPM_RC_RANGE + P1. Update: H(digest || TPM_CC_PolicyLocality || locality)."""
+    session = _session(ctx, handle)
+    previous = session.locality
+    if locality == 0 or (previous and (previous < 32) != (locality < 32)):
+        raise TpmError(RC.RANGE, parameter=1, detail=f"locality 0x{locality:02x}")
+    if locality < 32:
+        # Ordinary localities: the intersection with what earlier assertions allowed.
+        setting = (previous or 0x1F) & locality
+        if not setting:
+            raise TpmError(RC.RANGE, parameter=1, detail="no locality left")
+    else:
+        if previous and previous != locality:
+            raise TpmError(RC.RANGE, parameter=1, detail="another extended locality")
+        setting = locality
+    sessions.policy_update(session, CC.PolicyLocality, bytes([locality]))
+    session.locality = setting
+
+
+def _filtered(ctx: CommandContext, selection: list) -> list[tuple[int, int, bytes]]:
+    """The selection with the bits of banks that are not allocated cleared (the reference's
+    FilterPcr(), whose result also enters the policy digest). TPMS_PCR_SELECTION admits only
+    the PCRs the TPM has (sizeofSelect is exactly PCR_SELECT_MIN)."""
+    return [(sel.hash, sel.sizeofSelect,
+             bytes(sel.pcrSelect) if sel.hash in ctx.tpm.pcrs.values
+             else bytes(len(sel.pcrSelect)))
+            for sel in selection]
+
+
+def pcr_digest(ctx: CommandContext, alg: int, selection: list[tuple[int, int, bytes]]) -> bytes:
+    """Part 3 §23.7: H_alg of the selected PCR values, bank by bank in selection order, each
+    bank's PCRs in ascending order (the reference's PCRComputeCurrentDigest())."""
+    parts = []
+    for bank_alg, _, bits in selection:
+        bank = ctx.tpm.pcrs.values.get(bank_alg)
+        if bank is not None:
+            parts += [bank[pcr] for pcr in pcr_bitmap(bits)]
+    return HASHES[alg].digest(*parts)
+
+
+@command(CC.PolicyPCR, handles=(POLICY_SESSION,), params=(TPM2B_DIGEST, TPML_PCR_SELECTION))
+def policy_pcr(ctx: CommandContext, handle: int, digest: bytes, selection: list) -> None:
+    """Part 3 §23.7: the session is good only while the selected PCRs have their current
+    values. In a policy session a given pcrDigest must equal the digest of the current values
+    (TPM_RC_VALUE + P1) and an earlier PolicyPCR must still hold (TPM_RC_PCR_CHANGED); a trial
+    session uses the given pcrDigest, or the current values when none is given.
+    Update: H(digest || TPM_CC_PolicyPCR || pcrs || pcrDigest)."""
+    session = _session(ctx, handle)
+    tpm = ctx.tpm
+    pcrs = _filtered(ctx, selection)
+    current = pcr_digest(ctx, session.auth_hash, pcrs)
+    if not session.trial:
+        counter = tpm.vol.state_reset.pcr_counter
+        if session.pcr_counter and session.pcr_counter != counter:
+            raise TpmError(RC.PCR_CHANGED, detail="PCRs changed since the last PolicyPCR")
+        if digest and digest != current:
+            raise TpmError(RC.VALUE, parameter=1, detail="pcrDigest is not the PCRs' digest")
+    elif digest:
+        current = digest
+    marshalled = len(pcrs).to_bytes(4, "big") + b"".join(
+        alg.to_bytes(2, "big") + bytes([size]) + bits for alg, size, bits in pcrs)
+    sessions.policy_update(session, CC.PolicyPCR, marshalled, current)
+    if not session.trial:
+        session.pcr_counter = tpm.vol.state_reset.pcr_counter
+
+
+@command(CC.PolicyOR, handles=(POLICY_SESSION,), params=(TPML_DIGEST_OR,))
+def policy_or(ctx: CommandContext, handle: int, digests: list) -> None:
+    """Part 3 §23.6: the policy holds if the current digest is one of ``digests`` (any, in a
+    trial session); else TPM_RC_VALUE + P1. Update: H(0...0 || TPM_CC_PolicyOR || digests),
+    the digests' data concatenated."""
+    session = _session(ctx, handle)
+    if not session.trial and session.policy_digest not in [bytes(d) for d in digests]:
+        raise TpmError(RC.VALUE, parameter=1, detail="policyDigest is in none of the branches")
+    session.policy_digest = bytes(HASHES[session.auth_hash].size)
+    sessions.policy_update(session, CC.PolicyOR, *[bytes(d) for d in digests])
+
+
+@command(CC.PolicyCpHash, handles=(POLICY_SESSION,), params=(TPM2B_DIGEST,))
+def policy_cp_hash(ctx: CommandContext, handle: int, cp_hash: bytes) -> None:
+    """Part 3 §23.9: the session authorizes only the command with this cpHash. A cpHash of
+    another size than the session's digest is TPM_RC_SIZE + P1; a different cpHash or a
+    nameHash set before is TPM_RC_CPHASH. Update: H(digest || TPM_CC_PolicyCpHash || cpHashA)."""
+    session = _session(ctx, handle)
+    if len(cp_hash) != HASHES[session.auth_hash].size:
+        raise TpmError(RC.SIZE, parameter=1, detail="cpHashA of the wrong size")
+    if session.cp_hash and (not session.cp_hash_defined or session.cp_hash != cp_hash):
+        raise TpmError(RC.CPHASH, detail="another cpHash/nameHash is set")
+    sessions.policy_update(session, CC.PolicyCpHash, cp_hash)
+    session.cp_hash, session.cp_hash_defined = cp_hash, True
+
+
+@command(CC.PolicyNameHash, handles=(POLICY_SESSION,), params=(TPM2B_DIGEST,))
+def policy_name_hash(ctx: CommandContext, handle: int, name_hash: bytes) -> None:
+    """Part 3 §23.10: the session authorizes only a command on the entities whose Names hash to
+    ``name_hash``. Wrong size is TPM_RC_SIZE + P1; any cpHash, nameHash or template set before
+    TPM_RC_CPHASH. Update: H(digest || TPM_CC_PolicyNameHash || nameHash)."""
+    session = _session(ctx, handle)
+    if len(name_hash) != HASHES[session.auth_hash].size:
+        raise TpmError(RC.SIZE, parameter=1, detail="nameHash of the wrong size")
+    if session.cp_hash or session.cp_hash_defined or session.template_set:
+        raise TpmError(RC.CPHASH, detail="a cpHash/nameHash/template is already set")
+    sessions.policy_update(session, CC.PolicyNameHash, name_hash)
+    session.cp_hash = name_hash
+
+
+@command(CC.PolicyPhysicalPresence, handles=(POLICY_SESSION,))
+def policy_physical_presence(ctx: CommandContext, handle: int) -> None:
+    """Part 3 §23.12: physical presence must be asserted when the session is used.
+    Update: H(digest || TPM_CC_PolicyPhysicalPresence)."""
+    session = _session(ctx, handle)
+    sessions.policy_update(session, CC.PolicyPhysicalPresence)
+    session.pp_required = True
+
+
+@command(CC.PolicyTemplate, handles=(POLICY_SESSION,), params=(TPM2B_DIGEST,))
+def policy_template(ctx: CommandContext, handle: int, template_hash: bytes) -> None:
+    """Part 3 §23.21: the session authorizes only creating an object from the template whose
+    digest is ``template_hash``. A different template set before is TPM_RC_VALUE + P1, a
+    cpHash or nameHash TPM_RC_CPHASH, a wrong size TPM_RC_SIZE + P1.
+    Update: H(digest || TPM_CC_PolicyTemplate || templateHash)."""
+    session = _session(ctx, handle)
+    if session.template_set:
+        if template_hash != session.cp_hash:
+            raise TpmError(RC.VALUE, parameter=1, detail="another template is set")
+    elif session.cp_hash:
+        raise TpmError(RC.CPHASH, detail="a cpHash/nameHash is already set")
+    if len(template_hash) != HASHES[session.auth_hash].size:
+        raise TpmError(RC.SIZE, parameter=1, detail="templateHash of the wrong size")
+    sessions.policy_update(session, CC.PolicyTemplate, template_hash)
+    session.cp_hash, session.template_set = template_hash, True
+
+
+#: Part 2 §10.4.8 TPM2B_TIMEOUT: an implementation-specific timeout; here the 64-bit Time
+#: (ms) at which the authorization expires, with EXPIRATION_BIT set when it also ends at the
+#: next TPM Reset (the reference's format, which swtpm returns).
+TPM2B_TIMEOUT = tpm2b(8)
+EXPIRATION_BIT = 1 << 63
+#: TPMT_TK_AUTH (Part 2 §10.7.5).
+TPMT_TK_AUTH = c.Struct("tag" / UINT16, "hierarchy" / UINT32, "digest" / TPM2B_DIGEST)
+
+
+def auth_timeout(ctx: CommandContext, session: SessionState, expiration: int,
+                 nonce_tpm: bytes) -> int:
+    """Part 3 §23.3 (the reference's ComputeAuthTimeout()): 0 for no expiration; else
+    |expiration| seconds after the session's start when the authorization is tied to the
+    session (nonceTPM given), or the absolute Time of |expiration| seconds (keeping the
+    current millisecond) when it is not."""
+    if expiration == 0:
+        return 0
+    seconds = abs(expiration) * 1000
+    if nonce_tpm:
+        return session.start_time + seconds
+    return seconds + ctx.tpm.time_ms() % 1000
+
+
+def policy_parameter_checks(ctx: CommandContext, session: SessionState, timeout: int,
+                            cp_hash: bytes, nonce_tpm: bytes, blame_nonce: int,
+                            blame_cp_hash: int, blame_expiration: int) -> None:
+    """Part 3 §23.3/§23.4 (the reference's PolicyParameterChecks()): a given nonceTPM must be
+    the session's (TPM_RC_NONCE), a timeout must lie ahead (TPM_RC_EXPIRED), a cpHashA must
+    have the session's digest size (TPM_RC_SIZE) and agree with one set before
+    (TPM_RC_CPHASH)."""
+    if nonce_tpm and nonce_tpm != session.nonce_tpm:
+        raise TpmError(RC.NONCE, parameter=blame_nonce, detail="not this session's nonceTPM")
+    if timeout and timeout < ctx.tpm.time_ms():
+        raise TpmError(RC.EXPIRED, parameter=blame_expiration, detail="already expired")
+    if cp_hash:
+        if len(cp_hash) != len(session.policy_digest):
+            raise TpmError(RC.SIZE, parameter=blame_cp_hash, detail="cpHashA of the wrong size")
+        if session.cp_hash and cp_hash != session.cp_hash:
+            raise TpmError(RC.CPHASH, detail="another cpHash is set")
+
+
+def policy_context_update(session: SessionState, code: int, name: bytes, policy_ref: bytes,
+                          cp_hash: bytes, timeout: int) -> None:
+    """Part 3 §23.3/§23.4 (the reference's PolicyContextUpdate()): policyDigest :=
+    H(H(policyDigest || code || name) || policyRef); record cpHashA and the earliest timeout."""
+    sessions.policy_update(session, code, name)
+    session.policy_digest = HASHES[session.auth_hash].digest(session.policy_digest, policy_ref)
+    if cp_hash:
+        session.cp_hash, session.cp_hash_defined = cp_hash, True
+    if timeout and (session.timeout == 0 or session.timeout > timeout):
+        session.timeout = timeout
+
+
+def entity_hierarchy(ctx: CommandContext, handle: int) -> int:
+    """The hierarchy of an entity (the reference's EntityGetHierarchy()): a hierarchy handle
+    itself, an object's hierarchy, TPM_RH_OWNER for everything else."""
+    if handle in (RH.PLATFORM, RH.ENDORSEMENT, RH.NULL):
+        return handle
+    if handle >> 24 in (HT.TRANSIENT, HT.PERSISTENT):
+        return objects.lookup(ctx.tpm, handle).hierarchy
+    return RH.OWNER
+
+
+def auth_ticket(ctx: CommandContext, tag: int, hierarchy: int, timeout: int,
+                expires_on_reset: bool, cp_hash: bytes, policy_ref: bytes,
+                name: bytes) -> dict:
+    """TPMT_TK_AUTH (Part 2 §10.7.5): HMAC, keyed with the hierarchy's proof, over the tag,
+    cpHashA, policyRef, the authorizing entity's Name and the timeout, and — when the
+    authorization ends at the next TPM Reset — resetCount, so that the ticket dies with it.
+    Only this TPM checks its tickets (TPM2_PolicyTicket), so the octets are its own choice."""
+    tail = timeout.to_bytes(8, "big")
+    if timeout and expires_on_reset:
+        tail += ctx.tpm.perm.reset_count.to_bytes(4, "big")
+    digest = HASHES[TICKET_HASH].hmac(hierarchy_proof(ctx.tpm, hierarchy), tag.to_bytes(2, "big"),
+                                      cp_hash, policy_ref, name, tail)
+    return dict(tag=tag, hierarchy=hierarchy, digest=digest)
+
+
+@command(CC.PolicySecret,
+         handles=(HandleSpec("authHandle", check_entity, Auth.USER), POLICY_SESSION),
+         params=(TPM2B_NONCE, TPM2B_DIGEST, TPM2B_NONCE, INT32),
+         response=(TPM2B_TIMEOUT, TPMT_TK_AUTH))
+def policy_secret(ctx: CommandContext, auth_handle: int, handle: int, nonce_tpm: bytes,
+                  cp_hash: bytes, policy_ref: bytes, expiration: int) -> tuple[bytes, dict]:
+    """Part 3 §23.4: the caller proved knowledge of authHandle's authorization (the dispatcher
+    checked the session that authorizes it). In a policy session the parameters are checked
+    (nonceTPM P1, cpHashA P2, expiration P4). Update: H(H(digest || TPM_CC_PolicySecret ||
+    authHandle.Name) || policyRef). A negative expiration of a policy session returns the
+    timeout and a ticket for TPM2_PolicyTicket; otherwise both are empty (a NULL ticket)."""
+    session = _session(ctx, handle)
+    timeout = 0
+    if not session.trial:
+        timeout = auth_timeout(ctx, session, expiration, nonce_tpm)
+        policy_parameter_checks(ctx, session, timeout, cp_hash, nonce_tpm, 1, 2, 4)
+    name = resolve(ctx.tpm, auth_handle).name
+    policy_context_update(session, CC.PolicySecret, name, policy_ref, cp_hash, timeout)
+    if expiration < 0 and not session.trial:
+        expires_on_reset = not nonce_tpm
+        ticket = auth_ticket(ctx, ST.AUTH_SECRET, entity_hierarchy(ctx, auth_handle), timeout,
+                             expires_on_reset, cp_hash, policy_ref, name)
+        flag = EXPIRATION_BIT if expires_on_reset else 0
+        return (timeout | flag).to_bytes(8, "big"), ticket
+    return b"", dict(tag=ST.AUTH_SECRET, hierarchy=RH.NULL, digest=b"")
