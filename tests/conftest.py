@@ -46,6 +46,19 @@ def reference(tmp_path):
     emu.cleanup()
 
 
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """swtpm_py and the real swtpm side by side for a module's tests: {kind: Emulator}."""
+    emus: dict[str, Emulator] = {}
+    try:
+        for kind in ("swtpm_py", "swtpm"):
+            emus[kind] = Emulator(kind, tmp_path_factory.mktemp(kind) / "state").start()
+        yield emus
+    finally:
+        for emu in emus.values():
+            emu.cleanup()
+
+
 @pytest.fixture(params=["swtpm_py", "swtpm"])
 def any_emulator(request, tmp_path):
     """Both emulators in turn: a test using it asserts behaviour the two must share."""

@@ -61,19 +61,6 @@ CPHASH = 0x151
 # ---------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Emulator]]:
-    """swtpm_py and the real swtpm, side by side."""
-    emus: dict[str, Emulator] = {}
-    try:
-        for kind in ("swtpm_py", "swtpm"):
-            emus[kind] = Emulator(kind, tmp_path_factory.mktemp(kind) / "state").start()
-        yield emus
-    finally:
-        for emu in emus.values():
-            emu.cleanup()
-
-
 @pytest.fixture
 def esys(pair: dict[str, Emulator]) -> Iterator[dict[str, ESAPI]]:
     """An ESAPI context to each emulator of the pair; sessions and objects flushed after."""

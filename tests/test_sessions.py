@@ -103,19 +103,6 @@ def test_parameter_encryption_matches_an_independent_computation(alg: int, size:
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Emulator]]:
-    """swtpm_py and the real swtpm, running side by side for the module's tests."""
-    emus: dict[str, Emulator] = {}
-    try:
-        for kind in ("swtpm_py", "swtpm"):
-            emus[kind] = Emulator(kind, tmp_path_factory.mktemp(kind) / "state").start()
-        yield emus
-    finally:
-        for emu in emus.values():
-            emu.cleanup()
-
-
 @pytest.fixture
 def both(pair: dict[str, Emulator]) -> Iterator[dict[str, Emulator]]:
     """The pair with no session loaded before and after the test."""
