@@ -551,9 +551,6 @@ def test_q35_with_tpm_crb(tmp_path) -> None:
         assert pcrs_of(copy) == replay(events)
 
 
-@pytest.mark.xfail(strict=True, reason="TPM2_HierarchyChangeAuth (0x129) and "
-                   "TPM2_HierarchyControl (0x121) are not implemented in the core yet: SeaBIOS "
-                   "gets TPM_RC_COMMAND_CODE, disables the TPM and stops measuring")
 def test_seabios_tpm_initialisation_succeeds(booted: Vm) -> None:
     """SeaBIOS's whole TPM 2 set-up succeeds, as with swtpm: every command answered with
     success, and the boot measured into all of PCR 0-7 (the separators)."""

@@ -665,7 +665,7 @@ DECRYPT_2 = {CC.CreatePrimary, CC.PCR_Event, CC.StirRandom, CC.ObjectChangeAuth,
              CC.PolicyNV, CC.PolicyAuthorize, CC.PolicyCounterTimer, CC.PolicyTicket,
              CC.PolicyDuplicationSelect, CC.PolicySigned, CC.HierarchyChangeAuth,
              CC.NV_DefineSpace, CC.NV_Write, CC.NV_Extend, CC.NV_ChangeAuth, CC.Sign,
-             CC.SequenceUpdate, CC.HashSequenceStart, CC.EventSequenceComplete,
+             CC.SequenceUpdate, CC.HashSequenceStart, CC.HMAC_Start, CC.EventSequenceComplete,
              CC.SequenceComplete, CC.Import, CC.Duplicate, CC.Quote,
              CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt, CC.VerifySignature,
              CC.PCR_SetAuthValue, CC.PCR_SetAuthPolicy, CC.SetPrimaryPolicy}

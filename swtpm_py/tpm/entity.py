@@ -61,19 +61,25 @@ def _pcr(tpm: Tpm, handle: int) -> Entity:
 
 
 def _permanent(tpm: Tpm, handle: int) -> Entity:
+    enabled = {RH.OWNER: tpm.vol.state_clear.sh_enable,
+               RH.ENDORSEMENT: tpm.vol.state_clear.eh_enable,
+               RH.PLATFORM: tpm.vol.ph_enable}.get(handle, True)
+    if not enabled:
+        raise TpmError(RC.HIERARCHY)
+    return permanent_entity(tpm, handle)
+
+
+def permanent_entity(tpm: Tpm, handle: int) -> Entity:
+    """The entity of a permanent handle whether or not its hierarchy is enabled — what a
+    response HMAC needs after a command that disabled the hierarchy it authorized (the
+    reference's EntityGetAuthValue() ignores the enables)."""
     perm, sc = tpm.perm, tpm.vol.state_clear
     name = handle.to_bytes(4, "big")
     if handle == RH.OWNER:
-        if not sc.sh_enable:
-            raise TpmError(RC.HIERARCHY)
         return Entity(handle, name, perm.owner_auth, perm.owner_policy)
     if handle == RH.ENDORSEMENT:
-        if not sc.eh_enable:
-            raise TpmError(RC.HIERARCHY)
         return Entity(handle, name, perm.endorsement_auth, perm.endorsement_policy)
     if handle == RH.PLATFORM:
-        if not tpm.vol.ph_enable:
-            raise TpmError(RC.HIERARCHY)
         return Entity(handle, name, sc.platform_auth, sc.platform_policy)
     if handle == RH.LOCKOUT:
         # Part 1 §19.8.5: lockoutAuth failures lock lockoutAuth itself (DA-protected).

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import construct as c
 
@@ -212,7 +212,22 @@ def lookup(tpm: Tpm, handle: int) -> TpmObject:
     record = (_persistent(tpm) if is_persistent(handle) else _slots(tpm)).get(handle)
     if record is None:
         raise TpmError(RC.HANDLE, detail=f"no object at 0x{handle:08x}")
+    if record[0] in SLOT_KINDS:
+        # A sequence is no object to read, sign with or load under (the reference's
+        # ReadPublic: TPM_RC_SEQUENCE).
+        raise TpmError(RC.SEQUENCE, detail=f"0x{handle:08x} is a sequence")
     return from_record(record)
+
+
+#: Slot records that are not objects (hash sequences, swtpm_py.tpm.sequences), by their first
+#: octet (an object record starts with its version), with the resolver of their entity.
+SLOT_KINDS: dict[int, Callable[[Tpm, int, bytes], Entity]] = {}
+
+
+def register_slot_kind(tag: int, resolver: Callable[[Tpm, int, bytes], Entity]) -> None:
+    """Let slot records starting with octet ``tag`` hold something other than an object,
+    resolved for authorization by ``resolver(tpm, handle, record)``."""
+    SLOT_KINDS[tag] = resolver
 
 
 def free_handle(tpm: Tpm) -> int:
@@ -265,6 +280,20 @@ def flush(tpm: Tpm, handle: int) -> None:
         raise TpmError(RC.HANDLE, detail=f"no object at 0x{handle:08x}")
 
 
+def flush_hierarchy(tpm: Tpm, hierarchy: int) -> list[int]:
+    """Flush every loaded transient object of ``hierarchy`` (the reference's
+    ObjectFlushHierarchy(), used when TPM2_HierarchyControl disables a hierarchy, Part 3
+    §24.2); persistent objects stay in NV and look undefined (TPM_RC_HANDLE) while it is
+    disabled. Sequences (:data:`SLOT_KINDS`) belong to no hierarchy and stay. Returns the
+    flushed handles."""
+    slots = _slots(tpm)
+    gone = [h for h, rec in slots.items()
+            if rec[0] not in SLOT_KINDS and from_record(rec).hierarchy == hierarchy]
+    for handle in gone:
+        del slots[handle]
+    return gone
+
+
 def hierarchy_enabled(tpm: Tpm, hierarchy: int) -> bool:
     """Whether ``hierarchy`` is enabled (the NULL hierarchy always is)."""
     sc = tpm.vol.state_clear
@@ -291,18 +320,33 @@ def _resolve_transient(tpm: Tpm, handle: int) -> Entity:
     record = _slots(tpm).get(handle)
     if record is None:
         raise TpmError(RC.REFERENCE_H0, detail=f"no object at 0x{handle:08x}")
+    other = SLOT_KINDS.get(record[0])
+    if other is not None:
+        return other(tpm, handle, record)
     return entity(from_record(record), handle)
 
 
+#: The platform's part of the persistent range (Part 2 §7.5, PC Client: 0x81800000 and up).
+PLATFORM_PERSISTENT_FIRST = PERSISTENT_FIRST + 0x00800000
+
+
 def _resolve_persistent(tpm: Tpm, handle: int) -> Entity:
-    # Part 3 §5.6.2 / ObjectLoadEvict(): no object there is TPM_RC_HANDLE; an object of a
-    # disabled hierarchy cannot be used (TPM_RC_HIERARCHY).
+    # Part 3 §5.6.2 / the reference's ObjectLoadEvict(): a persistent object of a disabled
+    # hierarchy looks undefined, TPM_RC_HANDLE like no object at all (measured on swtpm
+    # 0.7.1). The handle's range decides first: the platform's range needs phEnable, the
+    # owner's range shEnable; then an object of the endorsement hierarchy needs ehEnable.
+    # (The reference exempts TPM2_EvictControl from the ehEnable rule, so that such an object
+    # can still be evicted; a resolver does not see the command code, so it is not exempted.)
+    enabled = (tpm.vol.ph_enable if handle >= PLATFORM_PERSISTENT_FIRST
+               else tpm.vol.state_clear.sh_enable)
+    if not enabled:
+        raise TpmError(RC.HANDLE, detail=f"0x{handle:08x}: its hierarchy is disabled")
     record = _persistent(tpm).get(handle)
     if record is None:
         raise TpmError(RC.HANDLE, detail=f"no persistent object at 0x{handle:08x}")
     obj = from_record(record)
-    if not hierarchy_enabled(tpm, obj.hierarchy):
-        raise TpmError(RC.HIERARCHY, detail="the object's hierarchy is disabled")
+    if obj.hierarchy == RH.ENDORSEMENT and not tpm.vol.state_clear.eh_enable:
+        raise TpmError(RC.HANDLE, detail="the object's hierarchy is disabled")
     return entity(obj, handle)
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from . import paramenc
 from .constants import ALG, CC, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH, SE, SessionAttr
 from .crypto import HASHES, kdfa
-from .entity import Entity, register_resolver, resolve
+from .entity import Entity, permanent_entity, register_resolver, resolve
 from .errors import TpmError, for_session
 from .registry import Auth, CommandSpec
 from .state import SessionState
@@ -485,6 +485,14 @@ def _template_hash(auth: CommandAuth, alg: int) -> bytes:
     return HASHES[alg].digest(data[offset + 2:offset + 2 + size])
 
 
+def _auth_after_command(tpm: Tpm, handle: int) -> bytes:
+    """The authValue for keys computed after the command ran: a hierarchy's authValue even when
+    the command just disabled that hierarchy (TPM2_HierarchyControl)."""
+    if handle >> 24 == HT.PERMANENT:
+        return auth_value(permanent_entity(tpm, handle))
+    return auth_value(resolve(tpm, handle))
+
+
 def _hmac_key(auth: CommandAuth, use: Use) -> bytes:
     """sessionKey || authValue of the associated entity when it is included (Part 1 §19.6.5).
     After the command the entity may be gone (e.g. an undefined NV index): then it has none."""
@@ -493,7 +501,7 @@ def _hmac_key(auth: CommandAuth, use: Use) -> bytes:
     if not use.include_auth or use.associated is None:
         return session.session_key
     try:
-        return session.session_key + auth_value(resolve(auth.tpm, use.associated))
+        return session.session_key + _auth_after_command(auth.tpm, use.associated)
     except TpmError:
         return session.session_key
 
@@ -573,7 +581,7 @@ def _encryption_key(auth: CommandAuth, use: Use) -> bytes:
     if use.associated is None:
         return session.session_key
     try:
-        return session.session_key + auth_value(resolve(auth.tpm, use.associated))
+        return session.session_key + _auth_after_command(auth.tpm, use.associated)
     except TpmError:
         return session.session_key
 

@@ -1,0 +1,581 @@
+"""Hash and event sequences (Part 3 §17): HashSequenceStart, SequenceUpdate, SequenceComplete,
+EventSequenceComplete — in process, through tpm2-tools and tpm2-pytss, and compared with the
+real swtpm.
+
+Measured on swtpm 0.7.1 (libtpms 0.9.2) and asserted below for both emulators:
+
+* a sequence takes a transient object slot (handles from 0x80000000; a fourth sequence or
+  object is TPM_RC_OBJECT_MEMORY); SequenceComplete and EventSequenceComplete flush it;
+* SequenceComplete's ticket is real only if the first block (the first SequenceUpdate, or
+  SequenceComplete's own buffer when there was none) is at least four octets long and does not
+  start with TPM_GENERATED_VALUE; otherwise, and for hierarchy TPM_RH_NULL, the NULL ticket;
+* a hash sequence given to EventSequenceComplete is TPM_RC_MODE on handle 2 (0x289), an event
+  sequence given to SequenceComplete TPM_RC_MODE on handle 1 (0x189);
+* a wrong password for a sequence is TPM_RC_BAD_AUTH (sequences are noDA), 0x9a2 / 0xaa2;
+* EventSequenceComplete into PCR 17 from locality 0 is TPM_RC_LOCALITY (0x907);
+* TPM2_ReadPublic of a sequence handle is TPM_RC_SEQUENCE (0x103).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RH, TPM2_SE
+from tpm2_pytss.types import (TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMA_OBJECT,
+                              TPMS_SENSITIVE_CREATE, TPMT_SYM_DEF)
+
+from emulator import Emulator
+from tpmcmd import cmd, pcr_read, pcr_values, power_on, pw_session, rc, with_auth
+
+from swtpm_py.tpm import Platform, Tpm, sequences
+from swtpm_py.tpm.commands.hash import TICKET_HASH, hierarchy_proof
+from swtpm_py.tpm.constants import ALG, CC, RH, ST
+from swtpm_py.tpm.core import CommandContext
+from swtpm_py.tpm.crypto import HASHES
+from swtpm_py.tpm.entity import resolve
+from swtpm_py.tpm.state import BlobKind
+
+BANKS = {ALG.SHA1: "sha1", ALG.SHA256: "sha256", ALG.SHA384: "sha384", ALG.SHA512: "sha512"}
+GENERATED = b"\xffTCG"
+FIRST = 0x80000000
+
+TPM_RC_BAD_AUTH_1 = 0x9A2
+TPM_RC_MODE_HANDLE_1 = 0x189
+TPM_RC_MODE_HANDLE_2 = 0x289
+TPM_RC_LOCALITY = 0x907
+TPM_RC_OBJECT_MEMORY = 0x902
+TPM_RC_SEQUENCE = 0x103
+TPM_RC_REFERENCE_H0 = 0x910
+
+Execute = Callable[[bytes], bytes]
+
+
+# ---------------------------------------------------------------------------- raw commands
+
+
+def start(auth: bytes = b"", alg: int = ALG.SHA256) -> bytes:
+    """TPM2_HashSequenceStart(auth, hashAlg)."""
+    return cmd(CC.HashSequenceStart, struct.pack(">H", len(auth)) + auth + struct.pack(">H", alg))
+
+
+def update(handle: int, data: bytes, password: bytes = b"") -> bytes:
+    """TPM2_SequenceUpdate with a password session."""
+    return with_auth(CC.SequenceUpdate, struct.pack(">I", handle),
+                     struct.pack(">H", len(data)) + data, pw_session(password))
+
+
+def complete(handle: int, data: bytes, hierarchy: int = RH.OWNER,
+             password: bytes = b"") -> bytes:
+    """TPM2_SequenceComplete with a password session."""
+    return with_auth(CC.SequenceComplete, struct.pack(">I", handle),
+                     struct.pack(">H", len(data)) + data + struct.pack(">I", hierarchy),
+                     pw_session(password))
+
+
+def event_complete(pcr: int, handle: int, data: bytes, password: bytes = b"") -> bytes:
+    """TPM2_EventSequenceComplete: empty password for the PCR, ``password`` for the sequence."""
+    return with_auth(CC.EventSequenceComplete, struct.pack(">II", pcr, handle),
+                     struct.pack(">H", len(data)) + data, pw_session(), pw_session(password))
+
+
+def hash_cmd(data: bytes, alg: int, hierarchy: int) -> bytes:
+    """TPM2_Hash(data, hashAlg, hierarchy)."""
+    return cmd(CC.Hash, struct.pack(">H", len(data)) + data + struct.pack(">HI", alg, hierarchy))
+
+
+def started(response: bytes) -> int:
+    """The sequence handle of a successful HashSequenceStart."""
+    assert rc(response) == 0, hex(rc(response))
+    return struct.unpack_from(">I", response, 10)[0]
+
+
+def parse_complete(response: bytes, sessions: bool = True) -> tuple[bytes, tuple[int, int, bytes]]:
+    """(result, (ticket tag, ticket hierarchy, ticket digest)) of SequenceComplete or Hash."""
+    assert rc(response) == 0, hex(rc(response))
+    off = 14 if sessions else 10
+    size = struct.unpack_from(">H", response, off)[0]
+    result = response[off + 2:off + 2 + size]
+    off += 2 + size
+    tag, hierarchy, dsize = struct.unpack_from(">HIH", response, off)
+    return result, (tag, hierarchy, response[off + 8:off + 8 + dsize])
+
+
+def parse_digest_values(response: bytes) -> dict[int, bytes]:
+    """The TPML_DIGEST_VALUES of an EventSequenceComplete response, by algorithm."""
+    assert rc(response) == 0, hex(rc(response))
+    off = 14
+    (count,) = struct.unpack_from(">I", response, off)
+    off += 4
+    out = {}
+    for _ in range(count):
+        (alg,) = struct.unpack_from(">H", response, off)
+        size = HASHES[alg].size
+        out[alg] = response[off + 2:off + 2 + size]
+        off += 2 + size
+    return out
+
+
+def run_sequence(execute: Execute, alg: int, chunks: list[bytes], last: bytes,
+                 hierarchy: int = RH.OWNER) -> tuple[bytes, tuple[int, int, bytes]]:
+    """Start, update with each chunk, complete with ``last``."""
+    handle = started(execute(start(b"", alg)))
+    for chunk in chunks:
+        assert rc(execute(update(handle, chunk))) == 0
+    return parse_complete(execute(complete(handle, last, hierarchy)))
+
+
+def extended(alg: int, old: bytes, digest: bytes) -> bytes:
+    """PCR := H(PCR || digest)."""
+    return hashlib.new(BANKS[alg], old + digest).digest()
+
+
+def pcr_counter(execute: Execute) -> int:
+    """pcrUpdateCounter."""
+    return struct.unpack_from(">I", execute(pcr_read(ALG.SHA256, [0])), 10)[0]
+
+
+# ---------------------------------------------------------------------------- in process
+
+
+@pytest.mark.parametrize("alg", list(BANKS))
+def test_hash_sequence_digest_and_ticket(tpm: Tpm, alg: int) -> None:
+    """The digest is hashlib's over all the data; the ticket is the one TPM2_Hash gives for
+    the same data and hierarchy: an HMAC with the hierarchy's proof over
+    TPM_ST_HASHCHECK || hashAlg || digest."""
+    chunks = [b"first block ", b"", bytes(range(256)) * 4, b"tail"]
+    data = b"".join(chunks) + b"!"
+    for hierarchy in (RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM):
+        digest, ticket = run_sequence(tpm.execute, alg, chunks, b"!", hierarchy)
+        assert digest == hashlib.new(BANKS[alg], data).digest()
+        mac = HASHES[TICKET_HASH].hmac(hierarchy_proof(tpm, hierarchy),
+                                       struct.pack(">HH", ST.HASHCHECK, alg), digest)
+        assert ticket == (ST.HASHCHECK, hierarchy, mac)
+        short = b"first block !"
+        assert parse_complete(tpm.execute(hash_cmd(short, alg, hierarchy)), False) == \
+            run_sequence(tpm.execute, alg, [], short, hierarchy)
+
+
+# Measured on swtpm 0.7.1: which first blocks earn a real ticket (hierarchy OWNER) and which
+# give the NULL ticket.
+TICKET_CASES = [
+    ([], b"", False), ([], b"abc", False), ([], b"abcd", True), ([], GENERATED + b"x", False),
+    ([b""], b"abcd", False), ([b"abc"], b"abcd", False), ([b"abcd"], b"", True),
+    ([GENERATED], b"abcd", False), ([b"abcd"], GENERATED, True), ([b"ab", b"cd"], b"", False),
+]
+
+
+@pytest.mark.parametrize("chunks, last, real", TICKET_CASES)
+def test_ticket_decided_by_first_block(tpm: Tpm, chunks: list[bytes], last: bytes,
+                                       real: bool) -> None:
+    """Part 3 §17.5: only a first block that cannot start with TPM_GENERATED_VALUE earns a
+    ticket; otherwise the ticket is the NULL ticket (TPM_RH_NULL, empty digest)."""
+    digest, (tag, hierarchy, mac) = run_sequence(tpm.execute, ALG.SHA256, chunks, last)
+    assert digest == hashlib.sha256(b"".join(chunks) + last).digest()
+    assert tag == ST.HASHCHECK
+    if real:
+        assert (hierarchy, len(mac)) == (RH.OWNER, 64)
+    else:
+        assert (hierarchy, mac) == (RH.NULL, b"")
+
+
+def test_null_hierarchy_gives_null_ticket(tpm: Tpm) -> None:
+    """Hierarchy TPM_RH_NULL: no ticket, whatever the data."""
+    digest, ticket = run_sequence(tpm.execute, ALG.SHA256, [b"abcdefgh"], b"", RH.NULL)
+    assert digest == hashlib.sha256(b"abcdefgh").digest()
+    assert ticket == (ST.HASHCHECK, RH.NULL, b"")
+
+
+@pytest.mark.parametrize("pcr, counts", [(8, True), (16, False)])
+def test_event_sequence_extends_every_bank(tpm: Tpm, pcr: int, counts: bool) -> None:
+    """Part 3 §17.6: one digest per implemented hash, each bank of the PCR extended with its
+    digest; pcrUpdateCounter counts one per bank, except for PCR 16 (as PCR_Event)."""
+    before = {alg: pcr_values(tpm.execute(pcr_read(alg, [pcr])))[0] for alg in BANKS}
+    counter = pcr_counter(tpm.execute)
+    handle = started(tpm.execute(start(b"secret", ALG.NULL)))
+    chunks = [b"boot ", b"log " * 256, b"more " * 100, b""]
+    for chunk in chunks:
+        assert rc(tpm.execute(update(handle, chunk, b"secret"))) == 0
+    digests = parse_digest_values(tpm.execute(event_complete(pcr, handle, b"end", b"secret")))
+    data = b"".join(chunks) + b"end"
+    assert digests == {alg: hashlib.new(name, data).digest() for alg, name in BANKS.items()}
+    for alg in BANKS:
+        after = pcr_values(tpm.execute(pcr_read(alg, [pcr])))[0]
+        assert after == extended(alg, before[alg], digests[alg])
+    assert pcr_counter(tpm.execute) == counter + (4 if counts else 0)
+    # Flushed: the handle refers to nothing any more.
+    assert rc(tpm.execute(update(handle, b"x", b"secret"))) == TPM_RC_REFERENCE_H0
+
+
+def test_event_sequence_null_pcr_and_locality(tpm: Tpm) -> None:
+    """TPM_RH_NULL only digests; PCR 17 from locality 0 is TPM_RC_LOCALITY and leaves the
+    sequence loaded (it is flushed only when the command succeeds)."""
+    before = pcr_values(tpm.execute(pcr_read(ALG.SHA256, [17])))[0]
+    handle = started(tpm.execute(start(b"", ALG.NULL)))
+    assert rc(tpm.execute(event_complete(17, handle, b"x"))) == TPM_RC_LOCALITY
+    digests = parse_digest_values(tpm.execute(event_complete(RH.NULL, handle, b"x")))
+    assert digests[ALG.SHA384] == hashlib.sha384(b"x").digest()
+    assert pcr_values(tpm.execute(pcr_read(ALG.SHA256, [17])))[0] == before
+
+
+def test_wrong_kind_and_wrong_auth(tpm: Tpm) -> None:
+    """TPM_RC_MODE for the wrong kind of sequence (on the sequence's handle number), and
+    TPM_RC_BAD_AUTH (not AUTH_FAIL: sequences are noDA) for a wrong password."""
+    hseq = started(tpm.execute(start(b"pw")))
+    eseq = started(tpm.execute(start(b"", ALG.NULL)))
+    assert rc(tpm.execute(event_complete(16, hseq, b"", b"pw"))) == TPM_RC_MODE_HANDLE_2
+    assert rc(tpm.execute(complete(eseq, b""))) == TPM_RC_MODE_HANDLE_1
+    assert rc(tpm.execute(update(hseq, b"data", b"wrong"))) == TPM_RC_BAD_AUTH_1
+    # Trailing zeros of a password do not count (Part 1 §19.6.4).
+    assert rc(tpm.execute(update(hseq, b"data", b"pw\0\0"))) == 0
+    ent = resolve(tpm, hseq)
+    assert (ent.name, ent.auth_value, ent.no_da) == (b"", b"pw", True)
+    assert rc(tpm.execute(cmd(CC.ReadPublic, struct.pack(">I", hseq)))) == TPM_RC_SEQUENCE
+    digest, _ = parse_complete(tpm.execute(complete(hseq, b"", password=b"pw")))
+    assert digest == hashlib.sha256(b"data").digest()
+
+
+def test_sequences_take_object_slots(tpm: Tpm) -> None:
+    """Three slots: a fourth sequence is TPM_RC_OBJECT_MEMORY; FlushContext frees a slot and its
+    handle is reused; completing frees one too."""
+    handles = [started(tpm.execute(start())) for _ in range(3)]
+    assert handles == [FIRST, FIRST + 1, FIRST + 2]
+    assert rc(tpm.execute(start())) == TPM_RC_OBJECT_MEMORY
+    assert rc(tpm.execute(cmd(CC.FlushContext, struct.pack(">I", FIRST + 1)))) == 0
+    assert started(tpm.execute(start(b"", ALG.NULL))) == FIRST + 1
+    run_complete = tpm.execute(complete(FIRST, b"abcd"))
+    assert rc(run_complete) == 0
+    assert started(tpm.execute(start())) == FIRST
+
+
+def test_sequence_survives_volatile_blob(platform: Platform, tpm: Tpm) -> None:
+    """A loaded sequence travels in the volatile blob (STORE_VOLATILE / GET_STATEBLOB): a TPM
+    powered on from it continues the sequence to the right digest; save -> load -> save is
+    byte-stable."""
+    hseq = started(tpm.execute(start(b"pw", ALG.SHA512)))
+    eseq = started(tpm.execute(start(b"", ALG.NULL)))
+    assert rc(tpm.execute(update(hseq, b"first half, ", b"pw"))) == 0
+    assert rc(tpm.execute(update(eseq, b"event part 1", b""))) == 0
+    blob = tpm.volatile_blob()
+    platform.storage.store(BlobKind.VOLATILE, blob)
+    again = power_on(platform)
+    assert again.volatile_blob() == blob
+    assert rc(again.execute(update(hseq, b"second half", b"pw"))) == 0
+    digest, (_, hierarchy, _) = parse_complete(again.execute(complete(hseq, b"", password=b"pw")))
+    assert digest == hashlib.sha512(b"first half, second half").digest()
+    assert hierarchy == RH.OWNER
+    digests = parse_digest_values(again.execute(event_complete(RH.NULL, eseq, b", part 2")))
+    assert digests[ALG.SHA1] == hashlib.sha1(b"event part 1, part 2").digest()
+
+
+def test_startup_drops_sequences(platform: Platform, tpm: Tpm) -> None:
+    """Sequences are transient objects: a TPM2_Startup after a power cycle loses them."""
+    started(tpm.execute(start()))
+    assert rc(tpm.execute(cmd(CC.Shutdown, b"\x00\x00"))) == 0
+    again = power_on(platform)
+    assert rc(again.execute(cmd(CC.Startup, b"\x00\x00"))) == 0
+    assert rc(again.execute(update(FIRST, b"x"))) == TPM_RC_REFERENCE_H0
+
+
+# ---------------------------------------------------------------------------- differential
+
+
+def differential_steps() -> list[tuple[str, bytes]]:
+    """Valid and invalid sequence commands whose response codes swtpm and swtpm_py must share
+    (handles as allocated from an empty object store)."""
+    a, b, c = FIRST, FIRST + 1, FIRST + 2
+    steps = [
+        ("start sha256", start(b"pw")), ("start event", start(b"", ALG.NULL)),
+        ("start non-hash alg", start(b"", ALG.RSA)), ("start unknown alg", start(b"", 3)),
+        ("start auth too long", start(b"a" * 65)), ("start auth 64", start(b"a" * 64)),
+        ("start no slot", start()),
+        ("update wrong password", update(a, b"abcd", b"xx")),
+        ("update", update(a, b"abcd", b"pw")),
+        ("update too long", update(a, b"x" * 1025, b"pw")),
+        ("update handle past the slots", update(FIRST + 5, b"abcd")),
+        ("update permanent handle", update(RH.OWNER, b"abcd")),
+        ("event complete of a hash sequence", event_complete(16, a, b"", b"pw")),
+        ("complete of an event sequence", complete(b, b"")),
+        ("complete bad hierarchy", complete(a, b"", RH.LOCKOUT, b"pw")),
+        ("readpublic of a sequence", cmd(CC.ReadPublic, struct.pack(">I", a))),
+        ("complete", complete(a, b"", RH.OWNER, b"pw")),
+        ("complete again", complete(a, b"", RH.OWNER, b"pw")),
+        ("event complete pcr 17", event_complete(17, b, b"zz")),
+        ("event complete bad pcr", event_complete(30, b, b"zz")),
+        ("event complete pcr 0", event_complete(0, b, b"zz")),
+        ("flush", cmd(CC.FlushContext, struct.pack(">I", c))),
+        ("flush again", cmd(CC.FlushContext, struct.pack(">I", c))),
+        ("start event pw", start(b"pw", ALG.NULL)),
+        ("event complete wrong password", event_complete(23, a, b"", b"x")),
+        ("event complete pcr 23", event_complete(23, a, b"", b"pw")),
+    ]
+    for i, (chunks, last, _) in enumerate(TICKET_CASES):
+        steps.append((f"ticket case {i}: start", start()))
+        steps += [(f"ticket case {i}: update", update(a, chunk)) for chunk in chunks]
+        steps.append((f"ticket case {i}: complete", complete(a, last)))
+    return steps
+
+
+def comparable(name: str, response: bytes) -> bytes:
+    """What of a response both emulators must agree on: all of it, except the ticket HMACs
+    (keyed with each TPM's own proofs)."""
+    if rc(response) == 0 and name.endswith("complete") and "event" not in name:
+        digest, (tag, hierarchy, mac) = parse_complete(response)
+        return response[:10] + digest + struct.pack(">HIH", tag, hierarchy, len(mac))
+    return response
+
+
+def test_differential_against_swtpm(tmp_path: Path) -> None:
+    """The same sequence commands through the real swtpm and swtpm_py: identical response
+    codes and identical responses apart from ticket HMACs."""
+    results = {}
+    for kind in ("swtpm", "swtpm_py"):
+        emu = Emulator(kind, tmp_path / kind).start()
+        try:
+            results[kind] = [(name, hex(rc(r)), comparable(name, r).hex())
+                             for name, r in ((n, emu.command(c)) for n, c in differential_steps())]
+        finally:
+            emu.cleanup()
+    assert results["swtpm_py"] == results["swtpm"]
+
+
+# ---------------------------------------------------------------------------- tpm2-tools
+
+
+def tool(emu: Emulator, *argv: str, stdin: bytes | None = None) -> bytes:
+    """Run a tpm2-tools binary against ``emu``; its standard output."""
+    proc = subprocess.run([argv[0], "-T", emu.tcti, *argv[1:]], input=stdin,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+def bank_lines(stdout: bytes) -> dict[str, bytes]:
+    """tpm2_pcrevent's ``bank: hex`` lines."""
+    out = {}
+    for line in stdout.decode().splitlines():
+        bank, _, value = line.partition(":")
+        out[bank.strip()] = bytes.fromhex(value.strip())
+    return out
+
+
+@pytest.mark.parametrize("size", [11, 1024, 1025, 5000])
+def test_pcrevent_from_stdin(any_emulator: Emulator, size: int) -> None:
+    """``tpm2_pcrevent 16 < data`` (tpm2-tools streams stdin through an event sequence): the
+    printed digests are hashlib's and every bank of PCR 16 is extended with them."""
+    data = bytes((i * 7) % 251 for i in range(size))
+    execute = any_emulator.command
+    before = {alg: pcr_values(execute(pcr_read(alg, [16])))[0] for alg in BANKS}
+    out = bank_lines(tool(any_emulator, "tpm2_pcrevent", "16", stdin=data))
+    assert out == {name: hashlib.new(name, data).digest() for name in BANKS.values()}
+    for alg, name in BANKS.items():
+        assert pcr_values(execute(pcr_read(alg, [16])))[0] == extended(alg, before[alg],
+                                                                      out[name])
+    # Sequences were flushed: all three object slots are free for three more.
+    handles = [started(execute(start())) for _ in range(3)]
+    assert handles == [FIRST, FIRST + 1, FIRST + 2]
+
+
+def test_pcrevent_large_file(any_emulator: Emulator, tmp_path: Path) -> None:
+    """``tpm2_pcrevent 23 FILE`` with a file over 1024 octets (an event sequence)."""
+    event = tmp_path / "kernel.img"
+    data = hashlib.sha512(b"seed").digest() * 200   # 12800 octets
+    event.write_bytes(data)
+    execute = any_emulator.command
+    before = {alg: pcr_values(execute(pcr_read(alg, [23])))[0] for alg in BANKS}
+    out = bank_lines(tool(any_emulator, "tpm2_pcrevent", "23", str(event)))
+    assert out == {name: hashlib.new(name, data).digest() for name in BANKS.values()}
+    for alg, name in BANKS.items():
+        assert pcr_values(execute(pcr_read(alg, [23])))[0] == extended(alg, before[alg],
+                                                                      out[name])
+
+
+@pytest.mark.parametrize("data, hierarchy", [
+    (b"hello from stdin\n" * 100, RH.OWNER),            # 1700 octets: several updates
+    (b"short", RH.OWNER),
+    (GENERATED + b" looks like an attestation" * 50, RH.NULL),
+])
+def test_hash_from_stdin(any_emulator: Emulator, tmp_path: Path, data: bytes,
+                         hierarchy: int) -> None:
+    """``tpm2_hash < data`` (a hash sequence): the digest file is hashlib's; the ticket file is
+    a TPMT_TK_HASHCHECK of the owner hierarchy with a 64-octet HMAC (SHA-512 context hash), or
+    the NULL ticket when the data starts with TPM_GENERATED_VALUE."""
+    out, ticket = tmp_path / "digest.bin", tmp_path / "ticket.bin"
+    tool(any_emulator, "tpm2_hash", "-C", "o", "-g", "sha384", "-o", str(out), "-t",
+         str(ticket), stdin=data)
+    assert out.read_bytes() == hashlib.sha384(data).digest()
+    tag, hier, size = struct.unpack_from(">HIH", ticket.read_bytes())
+    assert (tag, hier) == (ST.HASHCHECK, hierarchy)
+    assert size == (64 if hierarchy == RH.OWNER else 0)
+    assert len(ticket.read_bytes()) == 8 + size
+
+
+# ---------------------------------------------------------------------------- tpm2-pytss
+
+
+@pytest.fixture
+def esapi(any_emulator: Emulator) -> Iterator[ESAPI]:
+    """ESAPI over the swtpm TCTI to each emulator in turn."""
+    ctx = ESAPI(TCTILdr("swtpm", f"host=127.0.0.1,port={any_emulator.port}"))
+    yield ctx
+    ctx.close()
+
+
+#: Part 1 §19.6.6: the response HMAC of a session authorizing a sequence includes the
+#: sequence's authValue, also for the command that flushes it — so the flush must come after the
+#: response is built (the reference's ObjectCleanupEvict()). That needs the dispatcher's
+#: CommandContext.after_response; until it has it, swtpm_py flushes first and tpm2-tss rejects
+#: the response HMAC ("Authorizing the TPM response failed").
+FLUSH_AFTER_RESPONSE = "after_response" in CommandContext.__dataclass_fields__
+
+
+def known_gap(request: pytest.FixtureRequest, use_hmac: bool) -> None:
+    """Mark the HMAC-session case against swtpm_py as a strict expected failure while the
+    dispatcher cannot flush after the response."""
+    if use_hmac and not FLUSH_AFTER_RESPONSE and "swtpm_py" in request.node.name:
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="core: no CommandContext.after_response yet"))
+
+
+def hmac_session(ctx: ESAPI) -> ESYS_TR:
+    """An unbound, unsalted HMAC session (SHA-256) with AES-128-CFB parameter encryption: its
+    HMACs cover the sequence's Name, which tpm2-tss computes itself."""
+    sym = TPMT_SYM_DEF.parse("aes128cfb")
+    return ctx.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.HMAC, sym,
+                                  TPM2_ALG.SHA256)
+
+
+@pytest.mark.parametrize("use_hmac", [False, True])
+def test_pytss_hash_sequence(request: pytest.FixtureRequest, esapi: ESAPI,
+                             use_hmac: bool) -> None:
+    """hash_sequence_start / sequence_update / sequence_complete: the digest is hashlib's and
+    the ticket is the owner's; a wrong auth value is refused."""
+    known_gap(request, use_hmac)
+    session = hmac_session(esapi) if use_hmac else ESYS_TR.PASSWORD
+    seq = esapi.hash_sequence_start(b"seq-auth", TPM2_ALG.SHA256)
+    esapi.tr_set_auth(seq, b"seq-auth")
+    parts = [b"A" * 1024, b"B" * 1024, b"C" * 10]
+    for part in parts:
+        esapi.sequence_update(seq, part, session1=session)
+    digest, ticket = esapi.sequence_complete(seq, b"last", ESYS_TR.OWNER, session1=session)
+    assert bytes(digest) == hashlib.sha256(b"".join(parts) + b"last").digest()
+    assert ticket.tag == ST.HASHCHECK and ticket.hierarchy == TPM2_RH.OWNER
+    assert len(bytes(ticket.digest)) == 64
+    seq = esapi.hash_sequence_start(b"seq-auth", TPM2_ALG.SHA1)
+    esapi.tr_set_auth(seq, b"not it")
+    with pytest.raises(TSS2_Exception) as exc:
+        esapi.sequence_update(seq, b"x", session1=session)
+    assert exc.value.rc & 0xFFF == TPM_RC_BAD_AUTH_1   # noDA: BAD_AUTH, never AUTH_FAIL
+    esapi.tr_set_auth(seq, b"seq-auth")
+    digest, ticket = esapi.sequence_complete(seq, b"ab", ESYS_TR.OWNER, session1=session)
+    assert bytes(digest) == hashlib.sha1(b"ab").digest()
+    assert ticket.hierarchy == TPM2_RH.NULL and bytes(ticket.digest) == b""
+
+
+@pytest.mark.parametrize("use_hmac", [False, True])
+def test_pytss_event_sequence(request: pytest.FixtureRequest, esapi: ESAPI,
+                              use_hmac: bool) -> None:
+    """hash_sequence_start(NULL) / sequence_update / event_sequence_complete into PCR 16: every
+    bank's digest, and PCR 16 extended in every bank."""
+    known_gap(request, use_hmac)
+    session = hmac_session(esapi) if use_hmac else ESYS_TR.PASSWORD
+    sel = "+".join(f"{name}:16" for name in BANKS.values())
+    _, _, before = esapi.pcr_read(sel)
+    seq = esapi.hash_sequence_start(b"ev-auth", TPM2_ALG.NULL)
+    esapi.tr_set_auth(seq, b"ev-auth")
+    esapi.sequence_update(seq, b"measured " * 100, session1=session)
+    digests = esapi.event_sequence_complete(ESYS_TR.PCR16, seq, b"thing",
+                                            session1=ESYS_TR.PASSWORD, session2=session)
+    data = b"measured " * 100 + b"thing"
+    got = {int(d.hashAlg): bytes(getattr(d.digest, BANKS[int(d.hashAlg)])) for d in digests}
+    assert got == {alg: hashlib.new(name, data).digest() for alg, name in BANKS.items()}
+    _, _, after = esapi.pcr_read(sel)
+    for (alg, old, new) in zip(BANKS, before, after):
+        assert bytes(new) == extended(alg, bytes(old), got[alg])
+
+
+# ---------------------------------------------------------------------------- HMAC sequences
+
+HMAC_KEY = bytes(range(100, 132))
+KEY_ATTRS = "userwithauth|sign|fixedtpm|fixedparent"
+
+
+def hmac_key(ctx: ESAPI, spec: str = "hmac:sha256", attrs: str = KEY_ATTRS,
+             data: bytes = HMAC_KEY) -> ESYS_TR:
+    """A primary keyed-hash object of the owner hierarchy whose secret is ``data`` (no
+    sensitiveDataOrigin) and whose authValue is b"key-auth"."""
+    sens = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(userAuth=b"key-auth", data=data))
+    pub = TPM2B_PUBLIC.parse(spec, objectAttributes=TPMA_OBJECT.parse(attrs))
+    handle = ctx.create_primary(sens, pub, ESYS_TR.OWNER)[0]
+    ctx.tr_set_auth(handle, b"key-auth")
+    return handle
+
+
+@pytest.mark.parametrize("spec, requested, used", [
+    ("hmac:sha256", TPM2_ALG.NULL, "sha256"),       # the key's scheme decides
+    ("hmac:sha256", TPM2_ALG.SHA256, "sha256"),
+    ("keyedhash", TPM2_ALG.SHA384, "sha384"),       # no scheme: the requested hash
+])
+def test_pytss_hmac_sequence(esapi: ESAPI, spec: str, requested: TPM2_ALG, used: str) -> None:
+    """hmac_start / sequence_update / sequence_complete: the result is the HMAC (RFC 2104) with
+    the key's secret, never with a ticket; the sequence has its own authValue."""
+    # Part 2 §12.2.3.6 / SchemeChecks(): a keyed hash that only signs must have the HMAC
+    # scheme; one that signs and decrypts has none.
+    key = hmac_key(esapi, spec, KEY_ATTRS if spec.startswith("hmac") else KEY_ATTRS + "|decrypt")
+    seq = esapi.hmac_start(key, b"seq-auth", requested)
+    esapi.tr_set_auth(seq, b"seq-auth")
+    parts = [b"x" * 1024, b"y" * 77]
+    for part in parts:
+        esapi.sequence_update(seq, part)
+    digest, ticket = esapi.sequence_complete(seq, b"z", ESYS_TR.OWNER)
+    assert bytes(digest) == hmac.new(HMAC_KEY, b"".join(parts) + b"z", used).digest()
+    assert ticket.hierarchy == TPM2_RH.NULL and bytes(ticket.digest) == b""
+
+
+def test_pytss_hmac_start_errors(esapi: ESAPI) -> None:
+    """TPM2_HMAC_Start's checks, with the codes swtpm 0.7.1 answers: not a keyed hash
+    (TPM_RC_TYPE), restricted (TPM_RC_ATTRIBUTES), not a signing key (TPM_RC_KEY), all on the
+    key handle; a hash other than the key's scheme's, or none at all, TPM_RC_VALUE on
+    parameter 2."""
+    def code(handle: ESYS_TR, alg: TPM2_ALG) -> int:
+        with pytest.raises(TSS2_Exception) as exc:
+            esapi.hmac_start(handle, b"", alg)
+        return exc.value.rc & 0xFFFF
+
+    ecc_pub = TPM2B_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=TPMA_OBJECT.parse(
+        KEY_ATTRS + "|sensitivedataorigin"))
+    ecc = esapi.create_primary(None, ecc_pub, ESYS_TR.OWNER)[0]
+    assert code(ecc, TPM2_ALG.SHA256) == 0x18A                       # TYPE, handle 1
+    esapi.flush_context(ecc)
+    restricted = hmac_key(esapi, attrs=KEY_ATTRS + "|restricted|sensitivedataorigin", data=b"")
+    assert code(restricted, TPM2_ALG.SHA256) == 0x182                # ATTRIBUTES, handle 1
+    esapi.flush_context(restricted)
+    sealed = hmac_key(esapi, "keyedhash", "userwithauth|fixedtpm|fixedparent")
+    assert code(sealed, TPM2_ALG.SHA256) == 0x19C                    # KEY, handle 1
+    esapi.flush_context(sealed)
+    key = hmac_key(esapi)
+    assert code(key, TPM2_ALG.SHA1) == 0x2C4                         # VALUE, parameter 2
+    esapi.flush_context(key)
+    no_scheme = hmac_key(esapi, "keyedhash", KEY_ATTRS + "|decrypt")
+    assert code(no_scheme, TPM2_ALG.NULL) == 0x2C4
+
+
+def test_hmac_sequence_in_process_and_volatile_blob(platform: Platform, tpm: Tpm) -> None:
+    """An HMAC sequence (as TPM2_HMAC_Start loads it) keeps its key in its slot record: it
+    survives the volatile blob, completes to the RFC 2104 HMAC with the NULL ticket, and is no
+    event sequence (TPM_RC_MODE on handle 2)."""
+    key = b"k" * 40
+    handle = sequences.start(tpm, ALG.SHA384, b"a", hmac_key=key)
+    assert rc(tpm.execute(event_complete(16, handle, b"", b"a"))) == TPM_RC_MODE_HANDLE_2
+    assert rc(tpm.execute(update(handle, b"abc", b"a"))) == 0
+    platform.storage.store(BlobKind.VOLATILE, tpm.volatile_blob())
+    again = power_on(platform)
+    digest, ticket = parse_complete(again.execute(complete(handle, b"def", password=b"a")))
+    assert digest == hmac.new(key, b"abcdef", "sha384").digest()
+    assert ticket == (ST.HASHCHECK, RH.NULL, b"")
