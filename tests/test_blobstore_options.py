@@ -228,7 +228,7 @@ def test_create_fills_an_empty_file(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_create_leaves_a_valid_store_alone(tmp_path, fmt):
-    path = populated(tmp_path, fmt)
+    populated(tmp_path, fmt)
     _, store = run(tmp_path, "create", fmt)
     uuid = store.uuid
     with store:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .constants import CC, RC, RH, SU, HT, ST, SessionAttr
+from .constants import CC, RC, RH, SU, ST, SessionAttr
 from .crypto import HASHES, Drbg
 from . import sessions as _sessions
 from .entity import resolve
@@ -143,6 +143,9 @@ class CommandContext:
     authorized: list[int | None] = field(default_factory=list)
     #: The command's authorization sessions (None for a command without an authorization area).
     auth: "_sessions.CommandAuth | None" = None
+    #: Run after the response is built (the reference's ObjectCleanupEvict()): e.g. a completed
+    #: sequence is flushed after the response HMACs have used its authValue.
+    after_response: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -513,7 +516,10 @@ class Tpm:
                 # Part 3 §9.4.1: a command that changes NV after Shutdown cancels it.
                 self.perm.orderly_state = SU_NONE
             self._commit_permanent()
-        return self._build_response(spec, tag, result, ctx)
+        response = self._build_response(spec, tag, result, ctx)
+        for action in ctx.after_response:
+            action()
+        return response
 
     def _rollback_permanent(self) -> None:
         """A failed NV command leaves persistent data as last committed."""

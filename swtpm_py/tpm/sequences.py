@@ -93,6 +93,9 @@ SEQUENCE_RECORD = c.Struct(
     "key" / c.Prefixed(UINT16, c.GreedyBytes),
     "data" / c.GreedyBytes,
 )
+#: The record up to its data, and the offset where the data starts: parsed on every use of a
+#: sequence without copying the data.
+_HEADER = c.Struct(*SEQUENCE_RECORD.subcons[:-1], "end" / c.Tell)
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,8 @@ def is_sequence_record(record: bytes) -> bool:
 
 def _parse(record: bytes) -> tuple[Sequence, int]:
     """The sequence of ``record`` and the offset where its data starts."""
-    rec = SEQUENCE_RECORD.parse(record)
-    seq = Sequence(Kind(rec.kind), rec.hashAlg, Ticket(rec.ticket), rec.auth, rec.key)
-    return seq, len(record) - len(rec.data)
+    rec = _HEADER.parse(record)
+    return Sequence(Kind(rec.kind), rec.hashAlg, Ticket(rec.ticket), rec.auth, rec.key), rec.end
 
 
 def ticket_safe(block: bytes) -> bool:

@@ -36,20 +36,16 @@ def _sequence(ctx: CommandContext, handle: int, *kinds: sequences.Kind) -> None:
     seq = sequences.get(ctx.tpm, handle)
     if seq is None or (kinds and seq.kind not in kinds):
         n = 2 if ctx.code == CC.EventSequenceComplete else 1
-        raise TpmError(RC.MODE, handle=n, detail=f"0x{handle:08x} is not a {kinds} sequence")
+        wanted = "/".join(k.name.lower() for k in kinds) or "any"
+        raise TpmError(RC.MODE, handle=n, detail=f"0x{handle:08x} is not a {wanted} sequence")
 
 
 def _flush_after_response(ctx: CommandContext, handle: int) -> None:
     """TPMA_CC.flushed (Part 2 §8.9): the completed sequence leaves the TPM — after the
     response is built, as the reference's ObjectCleanupEvict() does, because the response HMAC
     of a session authorizing the sequence includes the sequence's authValue (Part 1 §19.6.6;
-    tpm2-tss checks it). Until the dispatcher offers ``CommandContext.after_response``, the
-    sequence is flushed at once (then that HMAC is computed without the authValue)."""
-    after = getattr(ctx, "after_response", None)
-    if after is None:
-        sequences.flush(ctx.tpm, handle)
-    else:
-        after.append(lambda: sequences.flush(ctx.tpm, handle))
+    tpm2-tss checks it)."""
+    ctx.after_response.append(lambda: sequences.flush(ctx.tpm, handle))
 
 
 @command(CC.HashSequenceStart, params=(TPM2B_AUTH, TPMI_ALG_HASH_NULL), response_handle=True)
@@ -87,7 +83,9 @@ def hmac_start(ctx: CommandContext, handle: int, auth: bytes, hash_alg: int) -> 
 
 @command(CC.SequenceUpdate, handles=(SEQUENCE_HANDLE,), params=(TPM2B_MAX_BUFFER,))
 def sequence_update(ctx: CommandContext, handle: int, data: bytes) -> None:
-    """Part 3 §17.4: add data to a hash or event sequence (TPM_RC_MODE for an object)."""
+    """Part 3 §17.4: add data to a hash, HMAC or event sequence (TPM_RC_MODE for an
+    object). For a hash sequence, the first update decides the ticket (see
+    :func:`swtpm_py.tpm.sequences.ticket_safe`)."""
     _sequence(ctx, handle)
     sequences.update(ctx.tpm, handle, data)
 
