@@ -25,7 +25,8 @@ from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import TPM2_CAP
 
 from swtpm_py import __version__
-from swtpm_py.tpm import MemoryStorage, Platform, Tpm, algorithms, core, crypto, properties
+from swtpm_py.tpm import (MemoryStorage, Platform, Tpm, algorithms, contexts, core, crypto,
+                          properties)
 from swtpm_py.tpm.commands import capability
 from swtpm_py.tpm.wire import TPMS_CAPABILITY_DATA
 from swtpm_py.tpm.constants import ALG, CAP, CC, ECC_CURVE, HT, PT, PT_PCR, RC, RH
@@ -327,9 +328,11 @@ def test_fixed_properties(tpm: Tpm) -> None:
     assert p[PT.FIRMWARE_VERSION_2] == patch << 16
     assert p[PT.MAX_COMMAND_SIZE] == core.MAX_COMMAND_SIZE
     assert p[PT.MAX_RESPONSE_SIZE] == core.MAX_RESPONSE_SIZE
-    # No context save yet: no context cipher, no saved contexts; no ECC: no split signing.
-    assert (p[PT.CONTEXT_SYM], p[PT.CONTEXT_SYM_SIZE]) == (ALG.NULL, 0)
-    assert p[PT.MAX_OBJECT_CONTEXT] == p[PT.MAX_SESSION_CONTEXT] == p[PT.SPLIT_MAX] == 0
+    # Object contexts are AES-256 encrypted (swtpm_py.tpm.contexts); no session contexts
+    # yet; no ECC: no split signing.
+    assert (p[PT.CONTEXT_SYM], p[PT.CONTEXT_SYM_SIZE]) == (ALG.AES, 256)
+    assert p[PT.MAX_OBJECT_CONTEXT] == contexts.MAX_OBJECT_CONTEXT
+    assert p[PT.MAX_SESSION_CONTEXT] == p[PT.SPLIT_MAX] == 0
 
 
 def test_capacity_drives_the_hr_properties(tpm: Tpm, monkeypatch: pytest.MonkeyPatch) -> None:

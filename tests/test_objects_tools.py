@@ -5,8 +5,7 @@ raw commands. tpm2_createprimary and tpm2_create authorize the hierarchy or pare
 session (TPM2_StartAuthSession, from the sessions work) even for an empty password; they are
 used here with transient handles. tpm2_load and tpm2_loadexternal only work with context
 files (TPM2_ContextSave / ContextLoad), and tpm2_createprimary -c writes one: those flows run
-on the real swtpm here and are marked strict-xfail on swtpm_py until the context commands exist
-(strict: the marker fails as soon as they start to pass, so it cannot be forgotten).
+on both emulators.
 """
 
 from __future__ import annotations
@@ -26,10 +25,6 @@ from objcmd import (create_primary, ecc_template, load, parse_create_primary, pa
                     read_public, rsa_template)
 from swtpm_py.tpm.constants import ALG
 from swtpm_py.tpm.objects_wire import parse_public
-
-NEEDS_CONTEXTS = pytest.mark.xfail(
-    strict=True, reason="tpm2-tools 5.4 saves and loads context files (TPM2_ContextSave / "
-                        "TPM2_ContextLoad), which the context work adds")
 
 
 def tool(emu: Emulator, cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -122,7 +117,7 @@ def tools_loadexternal(emu: Emulator, cwd: Path) -> None:
     assert back.public_numbers() == key.public_key().public_numbers()
 
 
-@pytest.mark.parametrize("kind", [pytest.param("swtpm_py", marks=NEEDS_CONTEXTS), "swtpm"])
+@pytest.mark.parametrize("kind", ["swtpm_py", "swtpm"])
 def test_tools_create_load_flow(tmp_path: Path, kind: str) -> None:
     """The tpm2-tools key workflow end to end."""
     emu = Emulator(kind, tmp_path / "state").start()
@@ -132,7 +127,7 @@ def test_tools_create_load_flow(tmp_path: Path, kind: str) -> None:
         emu.cleanup()
 
 
-@pytest.mark.parametrize("kind", [pytest.param("swtpm_py", marks=NEEDS_CONTEXTS), "swtpm"])
+@pytest.mark.parametrize("kind", ["swtpm_py", "swtpm"])
 def test_tools_loadexternal(tmp_path: Path, kind: str) -> None:
     """tpm2_loadexternal with a context file."""
     emu = Emulator(kind, tmp_path / "state").start()

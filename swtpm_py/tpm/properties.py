@@ -337,16 +337,17 @@ PROPERTIES: dict[int, Provider] = {
     PT.CLOCK_UPDATE: _const(CLOCK_UPDATE_MS),
     # The hash of tickets and (later) of context integrity.
     PT.CONTEXT_HASH: _const(TICKET_HASH),
-    # No TPM2_ContextSave yet, so no context encryption and no saved contexts: NULL and 0
-    # until the context module provides its cipher and its largest contexts (swtpm: AES-256,
-    # 2692 and 404 octets).
-    PT.CONTEXT_SYM: _const(ALG.NULL),
-    PT.CONTEXT_SYM_SIZE: _const(0),
+    # Context encryption (swtpm_py.tpm.contexts): AES-256 in CFB mode, as swtpm.
+    PT.CONTEXT_SYM: _const(ALG.AES),
+    PT.CONTEXT_SYM_SIZE: _const(256),
     PT.ORDERLY_COUNT: lambda tpm: CAPACITY.orderly_count,
     PT.MAX_COMMAND_SIZE: _const(MAX_COMMAND_SIZE),
     PT.MAX_RESPONSE_SIZE: _const(MAX_RESPONSE_SIZE),
     PT.MAX_DIGEST: _const(max(h.size for h in HASHES.values())),
-    PT.MAX_OBJECT_CONTEXT: _const(0),
+    # The largest object context TPM2_ContextSave returns (swtpm_py.tpm.contexts
+    # MAX_OBJECT_CONTEXT: a TPMS_CONTEXT that fits a 4096-octet response; swtpm reports 2692).
+    # No session contexts yet (swtpm: 404).
+    PT.MAX_OBJECT_CONTEXT: _const(4086),
     PT.MAX_SESSION_CONTEXT: _const(0),
     # The platform-specific specification: swtpm reports the library's family, level,
     # revision and date here too, and so does swtpm_py (the PC Client profile's PCR layout is
