@@ -26,17 +26,19 @@ changing either field is TPM_RC_INTEGRITY like changing any octet of the blob.
 from __future__ import annotations
 
 import hmac
+import json
 from typing import TYPE_CHECKING, Any
 
 import construct as c
 
-from . import objects
+from . import objects, sessions
 from .commands.hash import hierarchy_proof
-from .constants import ALG, HR_HMAC_SESSION, HR_POLICY_SESSION, RC, RH
+from .constants import ALG, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH
 from .crypto import HASHES, kdfa
 from .errors import TpmError
 from .handles import TPMI_RH_HIERARCHY_NULL
 from .sequences import is_sequence_record
+from .state import SessionState, from_jsonable, to_jsonable
 from .symcipher import cfb_decrypt, cfb_encrypt
 from .wire import MAX_ACTIVE_SESSIONS, UINT32, UINT64, Checked
 
@@ -133,6 +135,13 @@ def save(tpm: Tpm, handle: int) -> dict[str, Any]:
     reset = tpm.vol.state_reset
     reset.object_context_id += 1
     sequence = reset.object_context_id
+    return _protect(tpm, hierarchy, sequence, saved, record)
+
+
+def _protect(tpm: Tpm, hierarchy: int, sequence: int, saved: int,
+             record: bytes) -> dict[str, Any]:
+    """The TPMS_CONTEXT of ``record``: encrypted and HMACed with the proof of ``hierarchy``
+    (Part 1 §30.3)."""
     proof = hierarchy_proof(tpm, hierarchy)
     sym_key, iv = _protection_key(proof, sequence, saved)
     encrypted = cfb_encrypt(CONTEXT_ENCRYPT_ALG, sym_key, iv,
@@ -140,6 +149,64 @@ def save(tpm: Tpm, handle: int) -> dict[str, Any]:
     integrity = _integrity(tpm, proof, sequence, saved, encrypted)
     blob = len(integrity).to_bytes(2, "big") + integrity + encrypted
     return dict(sequence=sequence, savedHandle=saved, hierarchy=hierarchy, contextBlob=blob)
+
+
+def _is_session(handle: int) -> bool:
+    return handle >> 24 in (HT.HMAC_SESSION, HT.POLICY_SESSION)
+
+
+def first_context_id() -> int:
+    """The sequence of the first session context after TPM Reset: MAX_LOADED_SESSIONS + 1,
+    as the reference initialises gr.contextCounter (measured on swtpm 0.7.1: 4)."""
+    from .properties import CAPACITY
+    return CAPACITY.loaded_sessions + 1
+
+
+def save_session(tpm: Tpm, handle: int) -> dict[str, Any]:
+    """TPM2_ContextSave of the loaded session at ``handle`` (Part 1 §30.5, Part 3 §28.2).
+
+    The context takes the next value of the session context counter (state-reset data);
+    TPM_RC_TOO_MANY_CONTEXTS when it is exhausted, TPM_RC_CONTEXT_GAP when the new sequence
+    would be TPM_PT_CONTEXT_GAP_MAX or more past the oldest saved session's. The session
+    leaves TPM memory but keeps its handle: it is *saved*, and only this context (its latest)
+    loads it again. It is protected with the null proof (hierarchy TPM_RH_NULL), so TPM Reset
+    invalidates it.
+    """
+    from .properties import CAPACITY
+    session = sessions.by_index(tpm, handle)
+    if session is None or session.handle != handle:
+        raise TpmError(RC.HANDLE, handle=1, detail=f"no session at 0x{handle:08x}")
+    reset = tpm.vol.state_reset
+    reset.context_counter = max(reset.context_counter, first_context_id())
+    sequence = reset.context_counter
+    if sequence >= 0xFFFFFFFFFFFFFFFF:
+        raise TpmError(RC.TOO_MANY_CONTEXTS, detail="context counter exhausted")
+    others = [s for h, s in reset.saved_sessions.items() if h != handle]
+    if others and sequence - min(others) >= CAPACITY.context_gap_max:
+        raise TpmError(RC.CONTEXT_GAP, detail="oldest saved session too old")
+    record = json.dumps(to_jsonable(session), sort_keys=True, separators=(",", ":")).encode()
+    context = _protect(tpm, RH.NULL, sequence, handle, record)
+    reset.context_counter = sequence + 1
+    reset.saved_sessions[handle] = sequence
+    sessions.loaded(tpm).remove(session)
+    return context
+
+
+def _load_session(tpm: Tpm, context: Any, record: bytes) -> int:
+    """Load a verified session context back into TPM memory with its handle: only the
+    latest context of a saved session loads (anything else, a replay, is TPM_RC_HANDLE + P1,
+    as swtpm 0.7.1), and a session slot must be free (TPM_RC_SESSION_MEMORY)."""
+    from .properties import CAPACITY
+    handle = context.savedHandle
+    reset = tpm.vol.state_reset
+    if reset.saved_sessions.get(handle) != context.sequence:
+        raise TpmError(RC.HANDLE, parameter=1, detail="not the latest context of a saved session")
+    if len(sessions.loaded(tpm)) >= CAPACITY.loaded_sessions:
+        raise TpmError(RC.SESSION_MEMORY, detail="all session slots are in use")
+    session = from_jsonable(SessionState, json.loads(record))
+    del reset.saved_sessions[handle]
+    sessions.loaded(tpm).append(session)
+    return handle
 
 
 def load(tpm: Tpm, context: Any) -> int:
@@ -182,10 +249,8 @@ def load(tpm: Tpm, context: Any) -> int:
         # mode).
         raise TpmError(RC.FAILURE, detail="context fingerprint mismatch")
     record = plain[_FINGERPRINT_SIZE:]
-    if saved >> 24 != SAVED_OBJECT >> 24:
-        # Session contexts are never produced by this TPM (see commands/context.py), so a
-        # verified blob always holds an object; anything else is a broken TPM.
-        raise TpmError(RC.FAILURE, detail="session context")
+    if _is_session(saved):
+        return _load_session(tpm, context, record)
     if not objects.hierarchy_enabled(tpm, context.hierarchy):
         raise TpmError(RC.HIERARCHY, parameter=1, detail="hierarchy disabled")
     handle = objects.free_handle(tpm)

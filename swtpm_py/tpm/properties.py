@@ -346,9 +346,9 @@ PROPERTIES: dict[int, Provider] = {
     PT.MAX_DIGEST: _const(max(h.size for h in HASHES.values())),
     # The largest object context TPM2_ContextSave returns (swtpm_py.tpm.contexts
     # MAX_OBJECT_CONTEXT: a TPMS_CONTEXT that fits a 4096-octet response; swtpm reports 2692).
-    # No session contexts yet (swtpm: 404).
     PT.MAX_OBJECT_CONTEXT: _const(4086),
-    PT.MAX_SESSION_CONTEXT: _const(0),
+    # Session contexts have the same bound (ours are ~550-620 octets of JSON; swtpm's 404).
+    PT.MAX_SESSION_CONTEXT: _const(4086),
     # The platform-specific specification: swtpm reports the library's family, level,
     # revision and date here too, and so does swtpm_py (the PC Client profile's PCR layout is
     # implemented, but not the whole profile, so no TPM_PS value is claimed).

@@ -130,7 +130,13 @@ class StateResetData:
     #: pcrUpdateCounter reported by PCR_Read (Part 3 §22.4).
     pcr_counter: int = 0
     object_context_id: int = 0
+    #: The session context counter (the reference's gr.contextCounter): the sequence of the
+    #: next saved session context; 0 until the first one, which gets MAX_LOADED_SESSIONS + 1.
     context_counter: int = 0
+    #: Saved sessions (Part 1 §30.5): handle -> sequence of its latest saved context (the
+    #: reference's contextArray). State-reset data, so they survive TPM Restart and Resume
+    #: and are gone after TPM Reset.
+    saved_sessions: dict[int, int] = field(default_factory=dict)
     command_audit_digest: bytes = b""
 
 

@@ -1,18 +1,15 @@
 """TPM2_ContextSave and TPM2_ContextLoad (Part 3 §28.2, §28.3) for transient objects and
-sequences; the context format and its protection are in :mod:`swtpm_py.tpm.contexts`.
-
-Saved sessions (Part 1 §30.5: the session stays assigned, its context counted against
-TPM_PT_CONTEXT_GAP_MAX) are not implemented: ContextSave of a loaded session handle is
-TPM_RC_VALUE + H1, and ContextLoad of a session context never verifies (this TPM made none).
+sequences, and for HMAC and policy sessions (Part 1 §30.5: a saved session keeps its handle
+and loads again from its latest context only); the context format and its protection are in
+:mod:`swtpm_py.tpm.contexts`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import contexts
-from ..constants import CC, HT, RC
-from ..errors import TpmError
+from .. import contexts, properties, sessions
+from ..constants import CC, HT
 from ..registry import HandleSpec, command
 from .object import _check_context_handle
 
@@ -24,11 +21,11 @@ if TYPE_CHECKING:
          handles=(HandleSpec("saveHandle", _check_context_handle),),
          response=(contexts.TPMS_CONTEXT,))
 def context_save(ctx: CommandContext, handle: int) -> dict[str, Any]:
-    """Part 3 §28.2: a protected copy of a loaded object's or sequence's context; the
-    object stays loaded. The dispatcher has already answered TPM_RC_REFERENCE_H0 for an empty
-    slot."""
+    """Part 3 §28.2: a protected copy of a loaded object's or sequence's context (the object
+    stays loaded) or of a session's (the session becomes saved). The dispatcher has already
+    answered TPM_RC_REFERENCE_H0 for an empty slot."""
     if handle >> 24 != HT.TRANSIENT:
-        raise TpmError(RC.VALUE, handle=1, detail="session contexts are not implemented")
+        return contexts.save_session(ctx.tpm, handle)
     return contexts.save(ctx.tpm, handle)
 
 
@@ -38,3 +35,6 @@ def context_load(ctx: CommandContext, context: Any) -> int:
     new handle."""
     return contexts.load(ctx.tpm, context)
 
+
+
+properties.register_handle_source(properties.SAVED_SESSION, sessions.saved_handles)
