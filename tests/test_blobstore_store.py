@@ -338,11 +338,17 @@ def test_label_must_match_when_given():
         reopen(img, label="tpm1")
 
 
+def flip(img, offset: int) -> None:
+    """Invert one byte of the image (writing a constant would be a no-op when the byte already
+    holds it, e.g. 1 time in 256 inside a timestamp)."""
+    img.write(offset, bytes([img.read(offset, 1)[0] ^ 0xFF]))
+
+
 def test_one_damaged_directory_copy_falls_back_to_the_other():
     img, store = fresh()
     store.write("tpm", "permanent", b"p")
     a, b = store.superblock.directory_offsets
-    img.write(a + 100, b"\xff")
+    flip(img, a + 100)
     img.flush()
     img2, again = reopen(img)
     assert again.read("tpm", "permanent") == b"p"
@@ -352,7 +358,7 @@ def test_one_damaged_directory_copy_falls_back_to_the_other():
     assert "directory copy A is damaged (checksum mismatch); copy B" in report.problems[0]
     assert again.check(repair=True).repaired == ["directory copy A rewritten"]
     assert again.check().status is CheckStatus.CLEAN
-    img2.write(b + 100, b"\xff")                   # now B is the damaged one, A repaired
+    flip(img2, b + 100)                            # now B is the damaged one, A repaired
     img2.flush()
     _, third = reopen(img2)
     assert third.read("tpm", "permanent") == b"p"
@@ -362,7 +368,7 @@ def test_one_damaged_directory_copy_falls_back_to_the_other():
 def test_both_directory_copies_damaged():
     img, store = fresh()
     for off in store.superblock.directory_offsets:
-        img.write(off + 100, b"\xff")
+        flip(img, off + 100)
     img.flush()
     with pytest.raises(DamagedError, match="both copies of the blobstore directory"):
         reopen(img)
@@ -413,7 +419,7 @@ def test_blob_with_no_valid_copy_is_damaged_until_rewritten():
     img, store = fresh()
     store.write("tpm", "permanent", b"A")
     for s in store.info("tpm", "permanent").slots:
-        img.write(s.offset + 60, b"\x99")          # in the timestamp
+        flip(img, s.offset + 60)                   # in the timestamp
     img.flush()
     img2, again = reopen(img)
     assert again.read("tpm", "volatile") is None          # other blobs unaffected
