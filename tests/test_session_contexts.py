@@ -166,16 +166,9 @@ def test_restart_resume_reset() -> None:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory: pytest.TempPathFactory):
-    """swtpm_py and the real swtpm, started."""
-    emus: dict[str, Emulator] = {}
-    try:
-        for kind in ("swtpm_py", "swtpm"):
-            emus[kind] = Emulator(kind, tmp_path_factory.mktemp(kind) / "state").start()
-        yield emus
-    finally:
-        for emu in emus.values():
-            emu.cleanup()
+def both(pair: dict[str, Emulator]) -> dict[str, Emulator]:
+    """swtpm_py and the real swtpm, started (conftest's module-scoped pair)."""
+    return pair
 
 
 @pytest.mark.parametrize("kind", ["swtpm_py", "swtpm"])
