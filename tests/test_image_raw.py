@@ -175,3 +175,21 @@ def test_block_device(tmp_path: Path) -> None:
     finally:
         run("losetup", "-d", dev)
     assert backing.read_bytes()[4096:4104] == b"blockdev"
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_created_images_are_private(tmp_path: Path, fmt: str) -> None:
+    """An image the blobstore creates holds secrets (a TPM's seeds): only its owner may read
+    it, whatever the umask allows; an existing empty file keeps the mode its owner gave it."""
+    path = tmp_path / f"new.{fmt}"
+    old = os.umask(0o022)
+    try:
+        create_image(str(path), fmt, 1 << 20)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600
+    mine = tmp_path / f"mine.{fmt}"
+    mine.touch(mode=0o644)
+    os.chmod(mine, 0o640)
+    create_image(str(mine), fmt, 1 << 20)
+    assert mine.stat().st_mode & 0o777 == 0o640

@@ -11,6 +11,12 @@ import abc
 from dataclasses import dataclass
 
 
+#: Mode of the image files this package creates (before the umask): owner read/write only.
+#: An image holds whatever its blobs hold — for a TPM its seeds and proofs in the clear — so
+#: it must not be world-readable the way ``qemu-img create``'s 0644 files are.
+NEW_IMAGE_MODE = 0o600
+
+
 class ImageError(Exception):
     """An image cannot be opened, read or written; the message says what and how to fix it."""
 

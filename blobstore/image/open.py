@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Image, ImageError
+from .base import NEW_IMAGE_MODE, Image, ImageError
 from .lock import ImageLock, permissions
 from .qcow2 import Qcow2Image, create_qcow2
 from .raw import RawImage, fd_size, open_fd, pread_exact
@@ -71,7 +71,7 @@ def create_image(path: str, format: str, size: int, cluster_size: int = 65536) -
         if size < 0:
             raise ImageError("the size must not be negative")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, NEW_IMAGE_MODE)
         except OSError as e:
             raise ImageError(f"cannot create {path}: {e.strerror}") from None
         try:

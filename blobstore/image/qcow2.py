@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from . import qcow2_format as f
-from .base import Image, ImageError, SnapshotInfo, UnsupportedError
+from .base import NEW_IMAGE_MODE, Image, ImageError, SnapshotInfo, UnsupportedError
 from .lock import ImageLock, permissions
 from .raw import fd_size, open_fd, pread_exact, pwrite_all
 
@@ -1102,7 +1102,7 @@ def create_qcow2(path: str, size: int, cluster_size: int = 65536) -> None:
     refblock = b"\0\x01" * 3  # clusters 0-2: header, refcount table, refcount block
     skeleton = head.ljust(cs, b"\0") + reftable.ljust(cs, b"\0") + refblock.ljust(cs, b"\0")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, NEW_IMAGE_MODE)
     except OSError as e:
         raise ImageError(f"cannot create {path}: {e.strerror}") from None
     try:
