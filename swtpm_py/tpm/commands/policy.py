@@ -11,7 +11,9 @@ policy offline.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import enum
+import hmac as _hmac
+from typing import TYPE_CHECKING, Any
 
 import construct as c
 
@@ -20,12 +22,16 @@ from ..constants import CC, HR_POLICY_SESSION, HT, RC, RH, ST
 from ..crypto import HASHES
 from ..entity import resolve
 from ..errors import TpmError
+from ..handles import TPMI_RH_HIERARCHY_NULL, handle_param
 from ..registry import COMMANDS, Auth, HandleSpec, command
 from ..state import SessionState
-from ..wire import (INT32, MAX_ACTIVE_SESSIONS, TPM2B_DIGEST, TPM2B_NONCE, TPML_PCR_SELECTION,
-                    UINT8, UINT16, UINT32, Checked, pcr_bitmap, tpm2b)
+from ..wire import (INT32, MAX_ACTIVE_SESSIONS, TPM2B_DIGEST, TPM2B_NAME, TPM2B_NONCE,
+                    TPML_PCR_SELECTION, TPMS_TIME_INFO, UINT8, UINT16, UINT32, Checked,
+                    pcr_bitmap, tpm2b)
+from .clock import time_info
 from .hash import TICKET_HASH, hierarchy_proof
 from .session import check_entity
+from .testing import TPMI_YES_NO, YES
 
 if TYPE_CHECKING:
     from ..core import CommandContext
@@ -341,3 +347,156 @@ def policy_secret(ctx: CommandContext, auth_handle: int, handle: int, nonce_tpm:
         flag = EXPIRATION_BIT if expires_on_reset else 0
         return (timeout | flag).to_bytes(8, "big"), ticket
     return b"", dict(tag=ST.AUTH_SECRET, hierarchy=RH.NULL, digest=b"")
+
+
+# ---------------------------------------------------------------------------- PolicyTicket
+
+
+def _check_auth_ticket_tag(tag: int) -> None:
+    # Part 2 §10.7.5: a TPMT_TK_AUTH is a TPM_ST_AUTH_SIGNED or TPM_ST_AUTH_SECRET ticket.
+    if tag not in (ST.AUTH_SIGNED, ST.AUTH_SECRET):
+        raise TpmError(RC.TAG, detail=f"tag 0x{tag:04x} is no authorization ticket")
+
+
+#: TPMT_TK_AUTH as a command parameter: the tag and hierarchy (TPMI_RH_HIERARCHY+) checked.
+TPMT_TK_AUTH_IN = c.Struct("tag" / Checked(UINT16, _check_auth_ticket_tag),
+                           "hierarchy" / handle_param(TPMI_RH_HIERARCHY_NULL),
+                           "digest" / TPM2B_DIGEST)
+
+
+@command(CC.PolicyTicket, handles=(POLICY_SESSION,),
+         params=(TPM2B_TIMEOUT, TPM2B_DIGEST, TPM2B_NONCE, TPM2B_NAME, TPMT_TK_AUTH_IN))
+def policy_ticket(ctx: CommandContext, handle: int, timeout: bytes, cp_hash: bytes,
+                  policy_ref: bytes, auth_name: bytes, ticket: Any) -> None:
+    """Part 3 §23.5: a ticket from TPM2_PolicySigned or TPM2_PolicySecret (expiration < 0)
+    stands in for that command, with the same policyDigest update.
+
+    A trial session may not use it (TPM_RC_ATTRIBUTES + H1: a trial proves nothing, so it
+    should run the original command). The timeout must be the 8 octets the TPM returned
+    (TPM_RC_SIZE + P1); its top bit says whether the ticket dies with TPM Reset and is removed
+    before the checks of cpHashA (P2) and timeout (P1), then the ticket must be the one this
+    TPM computes from the parameters (TPM_RC_TICKET + P5)."""
+    session = _session(ctx, handle)
+    if session.trial:
+        raise TpmError(RC.ATTRIBUTES, handle=1, detail="a trial session cannot use a ticket")
+    if len(timeout) != 8:
+        raise TpmError(RC.SIZE, parameter=1, detail="timeout is not the TPM's 8 octets")
+    value = int.from_bytes(timeout, "big")
+    expires_on_reset = bool(value & EXPIRATION_BIT)
+    value &= ~EXPIRATION_BIT
+    policy_parameter_checks(ctx, session, value, cp_hash, b"", 0, 2, 1)
+    expected = auth_ticket(ctx, ticket.tag, ticket.hierarchy, value, expires_on_reset,
+                           cp_hash, policy_ref, auth_name)
+    if not _hmac.compare_digest(expected["digest"], ticket.digest):
+        raise TpmError(RC.TICKET, parameter=5, detail="ticket does not verify")
+    code = CC.PolicySigned if ticket.tag == ST.AUTH_SIGNED else CC.PolicySecret
+    policy_context_update(session, code, auth_name, policy_ref, cp_hash, value)
+
+
+# ---------------------------------------------------------------------------- PolicyCounterTimer
+
+
+class EO(enum.IntEnum):
+    """TPM_EO: the comparisons of TPM2_PolicyCounterTimer and TPM2_PolicyNV (Part 2 §6.8)."""
+
+    EQ = 0x0000
+    NEQ = 0x0001
+    SIGNED_GT = 0x0002
+    UNSIGNED_GT = 0x0003
+    SIGNED_LT = 0x0004
+    UNSIGNED_LT = 0x0005
+    SIGNED_GE = 0x0006
+    UNSIGNED_GE = 0x0007
+    SIGNED_LE = 0x0008
+    UNSIGNED_LE = 0x0009
+    BITSET = 0x000A
+    BITCLEAR = 0x000B
+
+
+def _check_eo(value: int) -> None:
+    if value not in EO._value2member_map_:
+        raise TpmError(RC.VALUE, detail=f"0x{value:04x} is no TPM_EO")
+
+
+TPM_EO = Checked(UINT16, _check_eo)
+#: TPM2B_OPERAND (Part 2 §10.4.6): as large as a digest.
+TPM2B_OPERAND = TPM2B_DIGEST
+
+
+def check_condition(operation: int, a: bytes, b: bytes) -> bool:
+    """Part 3 §23.7/§23.9 (the reference's PolicySptCheckCondition()): compare ``a`` (the
+    TPM's data) with ``b`` (operandB), two big-endian numbers of the same length, or test the
+    bits of ``b`` in ``a``."""
+    if operation == EO.BITSET:
+        return all(x & y == y for x, y in zip(a, b))
+    if operation == EO.BITCLEAR:
+        return all(x & y == 0 for x, y in zip(a, b))
+    signed = operation in (EO.SIGNED_GT, EO.SIGNED_LT, EO.SIGNED_GE, EO.SIGNED_LE)
+    x = int.from_bytes(a, "big", signed=signed)
+    y = int.from_bytes(b, "big", signed=signed)
+    return {EO.EQ: x == y, EO.NEQ: x != y,
+            EO.SIGNED_GT: x > y, EO.UNSIGNED_GT: x > y,
+            EO.SIGNED_LT: x < y, EO.UNSIGNED_LT: x < y,
+            EO.SIGNED_GE: x >= y, EO.UNSIGNED_GE: x >= y,
+            EO.SIGNED_LE: x <= y, EO.UNSIGNED_LE: x <= y}[EO(operation)]
+
+
+def operand_update(session: SessionState, code: int, operand: bytes, offset: int,
+                   operation: int, *names: bytes) -> None:
+    """policyDigest := H(policyDigest || code || H(operandB || offset || operation) || names)
+    (Part 3 §23.7 PolicyNV, §23.9 PolicyCounterTimer)."""
+    hash_ = HASHES[session.auth_hash]
+    args = hash_.digest(operand, offset.to_bytes(2, "big"), operation.to_bytes(2, "big"))
+    sessions.policy_update(session, code, args, *names)
+
+
+@command(CC.PolicyCounterTimer, handles=(POLICY_SESSION,), params=(TPM2B_OPERAND, UINT16, TPM_EO))
+def policy_counter_timer(ctx: CommandContext, handle: int, operand: bytes, offset: int,
+                         operation: int) -> None:
+    """Part 3 §23.9: the policy holds only while the TPMS_TIME_INFO (Time, Clock, resetCount,
+    restartCount, safe: 25 octets, big-endian, as TPM2_ReadClock returns it) compares as
+    asked with operandB at ``offset``.
+
+    An offset beyond the structure is TPM_RC_VALUE + P2 and an operand reaching past its end
+    TPM_RC_RANGE (without a parameter number, as the reference answers), in trial sessions too
+    (such a policy could never be satisfied). A real session checks the condition now
+    (TPM_RC_POLICY); the digest update is H(digest || TPM_CC_PolicyCounterTimer ||
+    H(operandB || offset || operation))."""
+    info = TPMS_TIME_INFO.build(time_info(ctx))
+    if offset > len(info):
+        raise TpmError(RC.VALUE, parameter=2, detail=f"offset {offset} beyond TPMS_TIME_INFO")
+    if offset + len(operand) > len(info):
+        raise TpmError(RC.RANGE, detail="operandB reaches past TPMS_TIME_INFO")
+    session = _session(ctx, handle)
+    if not session.trial and not check_condition(operation, info[offset:offset + len(operand)],
+                                                 operand):
+        raise TpmError(RC.POLICY, detail="counter/timer condition not met")
+    operand_update(session, CC.PolicyCounterTimer, operand, offset, operation)
+
+
+# ---------------------------------------------------------------------------- PolicyDuplicationSelect
+
+
+@command(CC.PolicyDuplicationSelect, handles=(POLICY_SESSION,),
+         params=(TPM2B_NAME, TPM2B_NAME, TPMI_YES_NO))
+def policy_duplication_select(ctx: CommandContext, handle: int, object_name: bytes,
+                              new_parent_name: bytes, include_object: int) -> None:
+    """Part 3 §23.15: the session authorizes TPM2_Duplicate of objectName to newParentName
+    only: nameHash := H(objectName || newParentName) is checked against the Names of
+    TPM2_Duplicate's handles, and the command code is set to TPM2_Duplicate.
+
+    A session that already holds a cpHash/nameHash answers TPM_RC_CPHASH, one with a command
+    code TPM_RC_COMMAND_CODE. Update: H(digest || TPM_CC_PolicyDuplicationSelect ||
+    [objectName if includeObject] || newParentName || includeObject)."""
+    session = _session(ctx, handle)
+    if session.cp_hash:
+        raise TpmError(RC.CPHASH, detail="the session already has a cpHash or nameHash")
+    if session.command_code:
+        raise TpmError(RC.COMMAND_CODE, detail="the session already has a command code")
+    hash_ = HASHES[session.auth_hash]
+    session.cp_hash = hash_.digest(object_name, new_parent_name)
+    session.cp_hash_defined = session.template_set = False
+    selected = object_name if include_object == YES else b""
+    sessions.policy_update(session, CC.PolicyDuplicationSelect, selected, new_parent_name,
+                           bytes([include_object]))
+    session.command_code = CC.Duplicate

@@ -46,6 +46,8 @@ def _check_yes_no(value: int) -> None:
 
 TPML_ALG = c.PrefixedArray(Checked(UINT32, _check_alg_count), UINT16)
 TPMI_YES_NO = Checked(UINT8, _check_yes_no)
+#: TPMI_YES_NO's YES.
+YES = 1
 
 
 class SelfTestFailure(Exception):
