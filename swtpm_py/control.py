@@ -31,6 +31,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from .statecrypt import PURPOSES, SealError, StateKey, is_sealed
 from .tpm import Tpm, algorithms, properties
 from .tpm.constants import ALG, CC, RC, SU
 from .tpm.state import (BlobKind, PersistentData, SavedState, StateError, VolatileData,
@@ -307,6 +308,12 @@ class DeviceOptions:
     reject_locality_4: bool = False
     #: ``--locality allow-set-locality``: the in-band SetLocality vendor command works.
     allow_set_locality: bool = False
+    #: ``--key``: the key the state is sealed with at rest (swtpm_py.statecrypt); GET/
+    #: SET_STATEBLOB use it for blobs flagged ENCRYPTED.
+    state_key: StateKey | None = None
+    #: ``--migration-key``: every blob GET_STATEBLOB hands out is sealed with it, and every
+    #: blob SET_STATEBLOB receives must be.
+    migration_key: StateKey | None = None
 
 
 def info_json(flags: int) -> str:
@@ -535,12 +542,17 @@ class Device:
 
     def _get_stateblob(self, req: Request, _fd_ok: bool) -> Reply:
         """The blob of the requested type, from ``offset`` on (all of it in one reply: the
-        socket variant of the protocol). swtpm_py never encrypts: state_flags is 0.
+        socket variant of the protocol).
+
+        Encryption as swtpm 0.7.1 does it (measured): with ``--key`` and a request without
+        DECRYPTED the blob stays sealed with the state key and state_flags is ENCRYPTED (QEMU
+        always asks DECRYPTED); with ``--migration-key`` the blob is then sealed with the
+        migration key too, which state_flags does not show.
 
         As swtpm 0.7.1 (measured): a type that is not 1-3, and a savestate blob that does not
         exist, give TPM_RETRY with nothing; totlength counts the bytes from ``offset`` on; an
         offset past the end gives success with nothing; request flags are not checked."""
-        _flags, kind, offset = struct.unpack_from(">III", req.body)
+        req_flags, kind, offset = struct.unpack_from(">III", req.body)
         blob: bytes | None
         if kind == BlobKind.PERMANENT:
             blob = self.tpm.permanent_blob()
@@ -556,23 +568,34 @@ class Device:
             blob = None
         if not blob:
             return Reply(struct.pack(">IIII", Res.RETRY, 0, 0, 0))
+        flags = 0
+        purpose = PURPOSES[BlobKind(kind)]
+        if self.options.state_key is not None and not req_flags & STATE_FLAG_DECRYPTED:
+            blob, flags = self.options.state_key.seal(purpose, blob), STATE_FLAG_ENCRYPTED
+        if self.options.migration_key is not None:
+            blob = self.options.migration_key.seal(purpose, blob)
         data = blob[offset:]
-        return Reply(struct.pack(">IIII", Res.SUCCESS, 0, len(data), len(data)) + data)
+        return Reply(struct.pack(">IIII", Res.SUCCESS, flags, len(data), len(data)) + data)
 
     def _set_stateblob(self, req: Request, _fd_ok: bool) -> Reply:
         """Replace a stored blob while the TPM is stopped; it takes effect at the next INIT.
 
         The blob is decoded first: garbage, a blob of another kind or of a newer format
         version is refused with TPM_BAD_PARAMETER and nothing changes. An empty blob deletes
-        the stored one (QEMU skips empty blobs; swtpm accepts them). An ENCRYPTED blob cannot
-        be decrypted without a key: TPM_KEYNOTFOUND, as swtpm without --migration-key."""
+        the stored one (QEMU skips empty blobs; swtpm accepts them).
+
+        Encryption mirrors GET_STATEBLOB: with ``--migration-key`` the blob must be sealed with
+        it; a blob flagged ENCRYPTED is then opened with the state key (``--key``), and
+        without one it cannot be: TPM_KEYNOTFOUND, as swtpm answers (TPM_BAD_PARAMETER when
+        the bytes are not even state). A blob that does not open (another key, damage), or a
+        sealed one this emulator has no key for, is TPM_BAD_PARAMETER."""
         flags, kind, length = struct.unpack_from(">III", req.body)
         data = req.body[12:]
         if length > STATEBLOB_MAX or len(data) != length or kind not in BLOB_TYPES:
             raise ControlError(Res.BAD_PARAMETER)
-        if flags & STATE_FLAG_ENCRYPTED:
-            raise ControlError(Res.KEYNOTFOUND)
         blob_kind = BlobKind(kind)
+        if data:
+            data = self._open_stateblob(blob_kind, flags, data)
         storage = self.tpm.platform.storage
         try:
             if data:
@@ -587,6 +610,28 @@ class Device:
             log.exception("storing the %s blob failed", blob_kind.name.lower())
             raise ControlError(Res.IOERROR) from None
         return result(Res.SUCCESS)
+
+    def _open_stateblob(self, kind: BlobKind, flags: int, data: bytes) -> bytes:
+        """The plain blob inside what SET_STATEBLOB received (see :meth:`_set_stateblob`)."""
+        purpose = PURPOSES[kind]
+        try:
+            if self.options.migration_key is not None:
+                data = self.options.migration_key.open(purpose, data)
+            if flags & STATE_FLAG_ENCRYPTED:
+                if self.options.state_key is None:
+                    # swtpm 0.7.1 (measured): TPM_KEYNOTFOUND for state it recognises,
+                    # TPM_BAD_PARAMETER for anything else.
+                    raise ControlError(Res.KEYNOTFOUND if _recognised(kind, data)
+                                       else Res.BAD_PARAMETER)
+                data = self.options.state_key.open(purpose, data)
+        except SealError as exc:
+            log.warning("SET_STATEBLOB refused: %s", exc)
+            raise ControlError(Res.BAD_PARAMETER) from None
+        if is_sealed(data):
+            log.warning("SET_STATEBLOB refused: the %s blob is sealed (with a migration key?) "
+                        "and this emulator has no key to open it", purpose)
+            raise ControlError(Res.BAD_PARAMETER)
+        return data
 
     def _get_config(self, req: Request, _fd_ok: bool) -> Reply:
         return Reply(struct.pack(">II", Res.SUCCESS, 0))
@@ -624,6 +669,17 @@ class ControlError(Exception):
     def __init__(self, res: Res) -> None:
         super().__init__(res.name)
         self.res = res
+
+
+def _recognised(kind: BlobKind, data: bytes) -> bool:
+    """Whether ``data`` is state of ``kind``: sealed, or a blob that decodes."""
+    if is_sealed(data):
+        return True
+    try:
+        decode_blob(kind, data, BLOB_TYPES[kind])
+    except StateError:
+        return False
+    return True
 
 
 #: The state each GET/SET_STATEBLOB type decodes to (SET_STATEBLOB validates with it).

@@ -67,7 +67,8 @@ class Emulator:
 
     def __init__(self, kind: str = "swtpm_py", state_dir: str | Path | None = None,
                  flags: str | None = "not-need-init,startup-clear",
-                 extra_args: list[str] | None = None, tpmstate: bool = True) -> None:
+                 extra_args: list[str] | None = None, tpmstate: bool = True,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         """``tpmstate=False`` leaves ``--tpmstate dir=...`` out of the command line (the state
         option then comes from ``extra_args``, e.g. ``--blobstore``/``--drive``); the state
         directory still holds the log."""
@@ -80,6 +81,8 @@ class Emulator:
         self.state_dir = Path(state_dir)
         self.flags = flags
         self.extra_args = extra_args or []
+        #: File descriptors the process inherits (e.g. ``--key pwdfd=N``).
+        self.pass_fds = pass_fds
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_path = self.state_dir.parent / f"{self.state_dir.name}-{kind}.log"
@@ -126,7 +129,7 @@ class Emulator:
         with open(self.log_path, "ab") as log:
             log_start = log.tell()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                         env=env)
+                                         env=env, pass_fds=self.pass_fds)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

@@ -13,8 +13,9 @@ Order of start-up (each step fails promptly with a message and exit code 1):
 5. serve until SHUTDOWN, SIGTERM/SIGINT or a terminating disconnect; remove the pid file and
    the unix sockets.
 
-Options swtpm has that swtpm_py cannot honour yet (state encryption keys, migration, runas)
-are refused with a clear message rather than ignored.
+``--key`` and ``--migration-key`` encrypt the state at rest and in migration (see
+:mod:`swtpm_py.statecrypt`). Options swtpm has that swtpm_py cannot honour yet (``--migration``,
+``--runas``) are refused with a clear message rather than ignored.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from blobstore.store import BlobStore, DamagedError, NotFormattedError, StoreErr
 from .. import __version__
 from ..blobstorage import BLOB_NAMES, OWNER, BlobstoreStorage, registrations
 from ..control import Device, DeviceOptions, info_json
+from ..statecrypt import EncryptedStorage, SealError, StateKey, is_sealed, parse_key
 from ..server import (Server, ServerConfig, StopSignals, TransportError, is_listening,
                       socket_from_fd, tcp_listener, unix_listener)
 from ..storage import (SWTPM_STATE_NAMES, DirStorage, OptionError, StorageError,
@@ -91,6 +93,13 @@ The following options are supported (swtpm's):
 --locality [reject-locality-4][,allow-set-locality]
 --pid file=<path>|fd=<filedescriptor>
 --log file=<path>|fd=<filedescriptor>[,level=n][,prefix=<prefix>][,truncate]
+--key file=<path>|fd=<fd>[,mode=aes-cbc|aes-256-cbc][,format=hex|binary][,remove[=true|false]]
+--key pwdfile=<path>|pwdfd=<fd>[,mode=aes-cbc|aes-256-cbc][,remove[=true|false]][,kdf=sha512|pbkdf2]
+                 : encrypt the TPM state at rest with this key (or passphrase); mode
+                   chooses a 128- or 256-bit key; blobs are sealed with AES-GCM
+--migration-key <the same forms>
+                 : seal the blobs GET_STATEBLOB hands out (and open ENCRYPTED ones
+                   SET_STATEBLOB receives) with this key
 --tpm2           : choose TPM 2 (the only TPM swtpm_py emulates)
 --print-capabilities
                  : print capabilities and terminate
@@ -99,8 +108,7 @@ The following options are supported (swtpm's):
                  : print the GET_INFO JSON for the flags and terminate
 -h|--help        : display this help screen and terminate
 
-Not supported yet (refused): --key, --migration-key, --migration, --runas,
---seccomp action=kill|log.
+Not supported yet (refused): --migration, --runas, --seccomp action=kill|log.
 """
 
 #: Exit code of every start-up failure (swtpm's EXIT_FAILURE).
@@ -397,8 +405,8 @@ def capabilities_json() -> str:
     """``--print-capabilities``: one line of JSON in swtpm's layout, listing only what
     swtpm_py has."""
     features = ["tpm-2.0", "tpm-send-command-header", "flags-opt-startup",
-                "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-print-states",
-                "nvram-backend-dir"]
+                "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-key-fd",
+                "cmdarg-pwd-fd", "cmdarg-print-states", "nvram-backend-dir"]
     rsa = algorithms.ALGORITHMS.get(ALG.RSA)
     features += [f"rsa-keysize-{bits}" for bits in (rsa.key_bits if rsa else ())]
     features += ["cmdarg-print-info", "tpmstate-opt-lock", "tpmstate-dir-backend-opt-fsync"]
@@ -434,7 +442,7 @@ def states_json(path: Path | dict[BlobKind, int]) -> str:
 class _Resources:
     """What must be released at exit."""
 
-    storage: DirStorage | BlobstoreStorage | None = None
+    storage: DirStorage | BlobstoreStorage | EncryptedStorage | None = None
     sockets: list[socket.socket] = field(default_factory=list)
     unlink_paths: list[str] = field(default_factory=list)
     pidfile: str | None = None
@@ -550,6 +558,29 @@ def _open_state(plan: StatePlan) -> DirStorage | BlobstoreStorage | None:
     if store is None:
         return None
     return BlobstoreStorage(store)
+
+
+def _encrypted(storage: DirStorage | BlobstoreStorage, key: StateKey) -> EncryptedStorage:
+    """``storage`` with its blobs sealed by ``key`` (``--key``); every stored blob is opened
+    once now, so that a wrong key or a tampered blob stops the start with a clear message
+    instead of giving the TPM unreadable state."""
+    wrapped = EncryptedStorage(storage, key)
+    for kind in BlobKind:
+        try:
+            wrapped.load(kind)
+        except SealError as exc:
+            raise Fatal(f"--key: {exc}") from None
+    return wrapped
+
+
+def _refuse_sealed(storage: DirStorage | BlobstoreStorage) -> None:
+    """Without ``--key``, sealed state cannot be read: say so instead of starting a TPM that
+    can only enter failure mode."""
+    for kind in BlobKind:
+        data = storage.load(kind)
+        if data is not None and is_sealed(data):
+            raise Fatal(f"the TPM state ({kind.name.lower()} blob) is encrypted: start with "
+                        f"the --key it was written with")
 
 
 def _first_read(plan: StatePlan, store: BlobStore) -> BlobStore:
@@ -678,12 +709,6 @@ def _write_pid(target: PidTarget, res: _Resources) -> None:
 
 
 def _refuse_unsupported(args: argparse.Namespace) -> None:
-    if args.key is not None:
-        raise Fatal("--key is not supported yet: swtpm_py cannot encrypt its state files; "
-                    "refusing to keep the state unencrypted against your wish")
-    if args.migration_key is not None:
-        raise Fatal("--migration-key is not supported yet: swtpm_py cannot encrypt "
-                    "migrated state; refusing to migrate it in the clear")
     if args.migration is not None:
         raise Fatal("--migration is not supported yet")
     if args.runas is not None:
@@ -754,11 +779,18 @@ def _run(args: argparse.Namespace, env: dict[str, str], res: _Resources) -> int:
     reject_4, allow_set = parse_locality(args.locality)
     pid = parse_pid(args.pid)
     state = _state_plan(args, env)
+    state_key = parse_key(args.key, "--key") if args.key is not None else None
+    migration_key = (parse_key(args.migration_key, "--migration-key")
+                     if args.migration_key is not None else None)
 
     signals = StopSignals()
     res.storage = _open_state(state)
     if res.storage is None:      # --blobstore ...,showsize: the sentence is printed
         return 0
+    if state_key is not None:
+        res.storage = _encrypted(res.storage, state_key)
+    else:
+        _refuse_sealed(res.storage)
     try:
         data_listener, data_conn = (_open_channel(server, "socket", res) if server
                                     else (None, None))
@@ -788,7 +820,8 @@ def _run(args: argparse.Namespace, env: dict[str, str], res: _Resources) -> int:
     device = Device(Tpm(Platform(storage=res.storage)),
                     DeviceOptions(need_init=flags.need_init, startup=startup,
                                   auto_shutdown=flags.auto_shutdown,
-                                  reject_locality_4=reject_4, allow_set_locality=allow_set))
+                                  reject_locality_4=reject_4, allow_set_locality=allow_set,
+                                  state_key=state_key, migration_key=migration_key))
     config = ServerConfig(
         disconnect=bool(server and server.disconnect),
         # swtpm: -t, and an inherited data connection, end the process when it closes.
