@@ -111,10 +111,42 @@ class Session:
     sym_bits: int = 0
 
 
+def kdfe(hash_alg: int, z: bytes, label: bytes, party_u: bytes, party_v: bytes,
+         bits: int) -> bytes:
+    """KDFe (Part 1 §11.4.10.3, SP800-56A concatenation KDF): H(counter || Z || label || 0 ||
+    PartyUInfo || PartyVInfo) for counter = 1, 2, ... until ``bits`` are produced."""
+    out = b""
+    counter = 1
+    while len(out) * 8 < bits:
+        out += digest(hash_alg, u32(counter), z, label + b"\x00", party_u, party_v)
+        counter += 1
+    return out[:(bits + 7) // 8]
+
+
+def ecc_salt(name_alg: int, tpm_x: bytes, tpm_y: bytes) -> tuple[bytes, bytes]:
+    """A salt for a session salted with a NIST P-256 tpmKey (Part 1 §C.6.4 "ECC secret sharing
+    for sessions"): (encryptedSalt as TPMS_ECC_POINT contents, salt). The salt is KDFe of the
+    ECDH shared x-coordinate with label "SECRET", as long as a ``name_alg`` digest."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    curve = ec.SECP256R1()
+    peer = ec.EllipticCurvePublicNumbers(int.from_bytes(tpm_x, "big"),
+                                         int.from_bytes(tpm_y, "big"), curve).public_key()
+    ephemeral = ec.generate_private_key(curve)
+    z = ephemeral.exchange(ec.ECDH(), peer)
+    numbers = ephemeral.public_key().public_numbers()
+    qx, qy = numbers.x.to_bytes(32, "big"), numbers.y.to_bytes(32, "big")
+    bits = 8 * hashlib.new(HASH_NAMES[name_alg]).digest_size
+    return b2(qx) + b2(qy), kdfe(name_alg, z, b"SECRET", qx, tpm_x, bits)
+
+
 def start_session(send: Send, *, session_type: int = 0, auth_hash: int = 0x000B,
                   bind: int = TPM_RH_NULL, bind_auth: bytes = b"", sym_alg: int = ALG_NULL,
-                  sym_bits: int = 0, nonce: bytes | None = None) -> Session:
-    """TPM2_StartAuthSession, unsalted; the session key computed here (Part 1 §19.6.8)."""
+                  sym_bits: int = 0, nonce: bytes | None = None, tpm_key: int = TPM_RH_NULL,
+                  encrypted_salt: bytes = b"", salt: bytes = b"") -> Session:
+    """TPM2_StartAuthSession, salted when ``tpm_key`` is given (with ``encrypted_salt`` and
+    the ``salt`` it carries, see :func:`ecc_salt`); the session key computed here (Part 1
+    §19.6.8)."""
     nonce = nonce if nonce is not None else os.urandom(hashlib.new(HASH_NAMES[auth_hash]).digest_size)
     if sym_alg == ALG_NULL:
         sym = u16(ALG_NULL)
@@ -122,8 +154,8 @@ def start_session(send: Send, *, session_type: int = 0, auth_hash: int = 0x000B,
         sym = u16(ALG_XOR) + u16(sym_bits)
     else:
         sym = u16(sym_alg) + u16(sym_bits) + u16(ALG_CFB)
-    body = u32(TPM_RH_NULL) + u32(bind) + b2(nonce) + b2(b"") + bytes([session_type]) + sym \
-        + u16(auth_hash)
+    body = u32(tpm_key) + u32(bind) + b2(nonce) + b2(encrypted_salt) + bytes([session_type]) \
+        + sym + u16(auth_hash)
     resp = send(struct.pack(">HII", ST_NO_SESSIONS, 10 + len(body), CC_START_AUTH_SESSION) + body)
     if rc_of(resp):
         raise TpmFailure(rc_of(resp))
@@ -131,9 +163,10 @@ def start_session(send: Send, *, session_type: int = 0, auth_hash: int = 0x000B,
     size = struct.unpack_from(">H", resp, 14)[0]
     nonce_tpm = resp[16:16 + size]
     key = b""
-    if bind != TPM_RH_NULL:
+    if bind != TPM_RH_NULL or tpm_key != TPM_RH_NULL:
         bits = 8 * hashlib.new(HASH_NAMES[auth_hash]).digest_size
-        key = kdfa(auth_hash, bind_auth.rstrip(b"\x00"), b"ATH", nonce_tpm, nonce, bits)
+        secret = (bind_auth.rstrip(b"\x00") if bind != TPM_RH_NULL else b"") + salt
+        key = kdfa(auth_hash, secret, b"ATH", nonce_tpm, nonce, bits)
     return Session(handle, auth_hash, nonce_tpm, key, sym_alg, sym_bits)
 
 
