@@ -503,6 +503,48 @@ class PermanentAttr(enum.IntFlag):
     TPM_GENERATED_EPS = 0x00000400
 
 
+class NvAttr(enum.IntFlag):
+    """TPMA_NV bits (Part 2 §13.4); bits 4-7 hold the index type (:class:`NT`)."""
+
+    PPWRITE = 1 << 0
+    OWNERWRITE = 1 << 1
+    AUTHWRITE = 1 << 2
+    POLICYWRITE = 1 << 3
+    TPM_NT_MASK = 0xF << 4
+    POLICY_DELETE = 1 << 10
+    WRITELOCKED = 1 << 11
+    WRITEALL = 1 << 12
+    WRITEDEFINE = 1 << 13
+    WRITE_STCLEAR = 1 << 14
+    GLOBALLOCK = 1 << 15
+    PPREAD = 1 << 16
+    OWNERREAD = 1 << 17
+    AUTHREAD = 1 << 18
+    POLICYREAD = 1 << 19
+    NO_DA = 1 << 25
+    ORDERLY = 1 << 26
+    CLEAR_STCLEAR = 1 << 27
+    READLOCKED = 1 << 28
+    WRITTEN = 1 << 29
+    PLATFORMCREATE = 1 << 30
+    READ_STCLEAR = 1 << 31
+
+
+#: Shift of the TPM_NT field in TPMA_NV.
+NV_TYPE_SHIFT = 4
+
+
+class NT(enum.IntEnum):
+    """TPM_NT: the type of an NV index, bits 4-7 of its TPMA_NV (Part 2 §13.4)."""
+
+    ORDINARY = 0x0
+    COUNTER = 0x1
+    BITS = 0x2
+    EXTEND = 0x4
+    PIN_FAIL = 0x8
+    PIN_PASS = 0x9
+
+
 class CommandAttr(enum.IntFlag):
     """TPMA_CC bits (Part 2 §8.9); the low 16 bits carry the command index."""
 

@@ -38,6 +38,9 @@ from typing import Any, Callable, Protocol
 
 from .constants import CC, RC, RH, SU, ST, SessionAttr
 from .crypto import HASHES, Drbg
+from . import audit as _audit
+from . import da as _da
+from . import nv as _nv
 from . import sessions as _sessions
 from .entity import resolve
 from .errors import TpmError, for_handle, for_parameter, for_session
@@ -56,6 +59,13 @@ MAX_RESPONSE_SIZE = 4096
 MAX_SESSIONS = 3
 #: Seeds and proofs are the size of the largest digest (Part 1 §14.3 / PROOF_SIZE).
 SEED_SIZE = 64
+#: The reference platform's clock rate units (PlatformData.h): CLOCK_NOMINAL counts are the
+#: nominal rate, TPM2_ClockRateAdjust may move it by at most CLOCK_ADJUST_LIMIT (16.7%).
+CLOCK_NOMINAL = 30000
+CLOCK_ADJUST_LIMIT = 5000
+#: log2 of TPM_PT_CLOCK_UPDATE (the reference's NV_CLOCK_UPDATE_INTERVAL): Clock reaches NV
+#: whenever it crosses a multiple of 2^12 ms.
+CLOCK_UPDATE_BITS = 12
 
 #: Flag kept with the orderly state after a Shutdown(STATE) that followed a Startup from
 #: locality 3 (the reference implementation's STARTUP_LOCALITY_3).
@@ -130,6 +140,8 @@ class Platform:
     storage: StateStorage = field(default_factory=MemoryStorage)
     clock: Callable[[], int] = monotonic_ms
     entropy: Callable[[int], bytes] = os.urandom
+    #: Whether physical presence is asserted now (Part 1 §19.3); swtpm never asserts it.
+    physical_presence: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -179,6 +191,12 @@ class Tpm:
         self._clock_base = 0
         self._clock_start = 0
         self._time_start = 0
+        #: The TPM timer (:meth:`_timer_ms`) runs at CLOCK_NOMINAL / _clock_rate of the
+        #: platform clock's speed (TPM2_ClockRateAdjust); it read _clock_timer_base when the
+        #: platform clock read _clock_timer_real.
+        self._clock_rate = CLOCK_NOMINAL
+        self._clock_timer_base = 0
+        self._clock_timer_real = 0
         #: Code of the last command executed (for the swtpm control channel's auto-shutdown).
         self.last_command: int | None = None
 
@@ -202,6 +220,9 @@ class Tpm:
                 return
             self._committed_perm = blob
         now = self.platform.clock()
+        # _TPM_Init resets the rate adjustment (the reference's _plat__TimerReset()); the TPM
+        # timer then reads what the platform clock reads.
+        self._clock_rate, self._clock_timer_base, self._clock_timer_real = CLOCK_NOMINAL, now, now
         self._clock_base, self._clock_start, self._time_start = self.perm.clock, now, now
         self.vol = VolatileData(pcr_banks=list(self.perm.pcr_allocation))
         self.pcrs = PcrBanks.fresh(self.vol.pcr_banks)
@@ -278,17 +299,49 @@ class Tpm:
 
     # ------------------------------------------------------------------ clock
 
+    def _timer_ms(self) -> int:
+        """The TPM's tick timer (the reference's _plat__TimerRead()): the platform clock, sped
+        up or slowed down by TPM2_ClockRateAdjust. Time and Clock both advance with it."""
+        elapsed = self.platform.clock() - self._clock_timer_real
+        return self._clock_timer_base + elapsed * CLOCK_NOMINAL // self._clock_rate
+
     def clock_ms(self) -> int:
         """TPMS_CLOCK_INFO.clock: ms the TPM has been powered, persisted across power loss."""
-        return self._clock_base + (self.platform.clock() - self._clock_start)
+        return self._clock_base + (self._timer_ms() - self._clock_start)
 
     def set_clock(self, value: int) -> None:
-        """Move Clock to ``value`` ms (TPM2_ClockSet)."""
-        self._clock_base, self._clock_start = value, self.platform.clock()
+        """Move Clock to ``value`` ms (TPM2_ClockSet, TPM2_Clear); the command commits it.
+
+        As the reference's TimeClockUpdate(): a value that Clock reaches NV with (it crosses a
+        TPM_PT_CLOCK_UPDATE boundary) makes Clock safe again."""
+        if value >> CLOCK_UPDATE_BITS > self.clock_ms() >> CLOCK_UPDATE_BITS:
+            self.vol.clock_safe = True
+        self._clock_base, self._clock_start = value, self._timer_ms()
+
+    def adjust_clock_rate(self, step: int) -> None:
+        """TPM2_ClockRateAdjust (Part 3 §29.3): add ``step`` to the rate divisor, in the
+        reference platform's units (CLOCK_NOMINAL counts are the nominal rate; a positive step
+        slows Time and Clock down), bounded to CLOCK_NOMINAL +/- CLOCK_ADJUST_LIMIT."""
+        now = self._timer_ms()
+        self._clock_timer_base, self._clock_timer_real = now, self.platform.clock()
+        self._clock_rate = min(max(self._clock_rate + step, CLOCK_NOMINAL - CLOCK_ADJUST_LIMIT),
+                               CLOCK_NOMINAL + CLOCK_ADJUST_LIMIT)
+
+    def _maybe_update_clock(self) -> None:
+        """TPM_PT_CLOCK_UPDATE: once Clock has crossed a 2^CLOCK_UPDATE_BITS ms boundary since
+        it was last written to NV, commit the permanent blob, so a power loss costs less than
+        that much Clock (Part 1 §36.4). As the reference's TimeClockUpdate(), the write makes
+        Clock safe again. Called at the start of every command after TPM2_Startup (not in
+        failure mode, where nothing is written)."""
+        if not self.vol.started or self.failure is not None:
+            return
+        if self.clock_ms() >> CLOCK_UPDATE_BITS > self.perm.clock >> CLOCK_UPDATE_BITS:
+            self.vol.clock_safe = True
+            self._commit_permanent()
 
     def time_ms(self) -> int:
         """TPMS_TIME_INFO.time: ms since the last _TPM_Init."""
-        return self.platform.clock() - self._time_start
+        return self._timer_ms() - self._time_start
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -349,10 +402,8 @@ class Tpm:
         state_reset.pcr_counter = (state_reset.pcr_counter + startup_updates(resume)) & 0xFFFFFFFF
         if not orderly:
             # Part 1 §36.8 (DA) and §36.4 (Clock): an unorderly shutdown may be an attack on the DA logic, and Clock
-            # may have lost time.
-            # failedTries is not incremented here: like libtpms (USE_DA_USED), the TPM counts
-            # an unorderly shutdown only when a DA-protected authorization was used since the
-            # last orderly one — the dictionary-attack logic (issue 5) owns that rule.
+            # may have lost time. failedTries is incremented by _da.startup below, like libtpms
+            # (USE_DA_USED) only when a DA-protected authorization was used before it.
             self.vol.clock_safe = False
         self.vol = VolatileData(started=True, ph_enable=True, pcr_banks=banks,
                                 state_clear=state_clear, state_reset=state_reset,
@@ -361,12 +412,18 @@ class Tpm:
                                 self_tested=self.vol.self_tested,
                                 startup_orderly=orderly, startup_locality=locality)
         self.pcrs = pcrs
+        _da.startup(self, orderly)
+        _nv.on_startup(self, resume=resume, reset=saved is None, orderly=orderly)
         self.perm.orderly_state = SU_NONE
         storage.delete(BlobKind.SAVESTATE)
 
     def shutdown(self, shutdown_type: int) -> None:
         """TPM2_Shutdown (Part 3 §9.4): record an orderly shutdown; STATE saves what the next
         Startup(STATE) resumes."""
+        if shutdown_type == SU.STATE and self.vol.pcr_reconfig:
+            # Part 3 §9.4.1: after TPM2_PCR_Allocate the saved PCRs would not match the new
+            # allocation, so only Shutdown(CLEAR) until _TPM_Init (swtpm 0.7.1: TPM_RC_TYPE).
+            raise TpmError(RC.TYPE, parameter=1, detail="the PCR allocation changed")
         if shutdown_type == SU.STATE:
             saved = SavedState(state_clear=self.vol.state_clear,
                                state_reset=self.vol.state_reset, pcrs=self.pcrs.saved())
@@ -375,7 +432,9 @@ class Tpm:
             # so that TPM Resume can insist on the same one.
             if self.vol.startup_locality == 3:
                 shutdown_type |= STARTUP_LOCALITY_3
+        _nv.on_shutdown(self)
         self.perm.orderly_state = shutdown_type
+        _da.shutdown(self)
 
     def clear_orderly(self) -> None:
         """Cancel a preceding Shutdown (Part 3 §9.4.1): a command that changes state the
@@ -495,6 +554,7 @@ class Tpm:
         if self.failure is None and self.vol.started == (code == CC.Startup):
             # Part 3 §9.3: only Startup before Startup, and Startup only once.
             raise TpmError(RC.INITIALIZE)
+        self._maybe_update_clock()
         stream = io.BytesIO(cmd)
         stream.seek(10)
         handles = self._parse_handles(spec, stream, size)
@@ -503,6 +563,8 @@ class Tpm:
         # Authorization comes before the parameters are unmarshalled (Part 3 §5.6-5.7): a
         # wrong password is reported even when a parameter is malformed.
         self._authorize(ctx, spec, handles, sessions, stream)
+        # Part 1 §32.2 command audit: cpHash over the Names and parameters as sent.
+        audit_cp_hash = _audit.begin(ctx, handles, cmd[stream.tell():])
         params = self._parse_params(spec, stream, size)
         self.last_command = code
         try:
@@ -517,6 +579,8 @@ class Tpm:
                 self.perm.orderly_state = SU_NONE
             self._commit_permanent()
         response = self._build_response(spec, tag, result, ctx)
+        if audit_cp_hash is not None:
+            _audit.finish(self, spec, audit_cp_hash, response)
         for action in ctx.after_response:
             action()
         return response
@@ -645,7 +709,15 @@ class Tpm:
         if sessions:
             ctx.auth = _sessions.CommandAuth(ctx, spec, handles, sessions,
                                              stream.getvalue()[stream.tell():])
+            _da.check_bound_sessions(self, ctx.auth)
         for n, s in enumerate(sessions, start=1):
+            if (n <= len(auth_handles) and auth_handles[n - 1] == RH.PLATFORM
+                    and spec.code in self.perm.pp_commands
+                    and not self.platform.physical_presence()):
+                # Part 1 §19.3 (the reference's CheckAuthSession()): a command on the physical
+                # presence list needs physical presence when TPM_RH_PLATFORM authorizes it,
+                # checked before the authorization (swtpm 0.7.1: TPM_RC_PP, session number).
+                raise TpmError(RC.PP, session=n)
             if s.handle != RH.PW:
                 _sessions.authorize(ctx.auth, n)
                 continue
@@ -653,13 +725,14 @@ class Tpm:
                 # Part 1 §19.8.3: a password session must authorize a handle; the reference
                 # implementation reports TPM_RC_HANDLE for the session.
                 raise TpmError(RC.HANDLE, session=n, detail="session authorizes no handle")
+            # Part 1 §19.8.6: a locked-out entity is refused before anything else is checked.
+            _da.check_authorization(self, auth_handles[n - 1])
             _sessions.check_password_role(ctx.auth, n)
             expected = self.auth_value(auth_handles[n - 1]).rstrip(b"\x00")
             if not _hmac.compare_digest(expected, s.hmac.rstrip(b"\x00")):
                 # Part 1 §19.8.5: TPM_RC_BAD_AUTH where the dictionary-attack logic does not
                 # apply, TPM_RC_AUTH_FAIL (counted as a failure) where it does.
-                rc = RC.BAD_AUTH if self.da_exempt(auth_handles[n - 1]) else RC.AUTH_FAIL
-                raise TpmError(rc, session=n)
+                raise TpmError(_da.increment_lockout(self, auth_handles[n - 1]), session=n)
         ctx.authorized = auth_handles
         if ctx.auth is not None:
             plain = _sessions.decrypt_parameter(ctx.auth)

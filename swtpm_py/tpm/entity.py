@@ -56,8 +56,11 @@ def resolve(tpm: Tpm, handle: int) -> Entity:
 
 
 def _pcr(tpm: Tpm, handle: int) -> Entity:
+    # A PCR's authValue (TPM2_PCR_SetAuthValue, state-clear) and authPolicy
+    # (TPM2_PCR_SetAuthPolicy, persistent) are those of its group; without them both are empty.
     return Entity(handle, handle.to_bytes(4, "big"),
-                  auth_value=tpm.vol.state_clear.pcr_auth.get(handle, b""))
+                  auth_value=tpm.vol.state_clear.pcr_auth.get(handle, b""),
+                  auth_policy=tpm.perm.pcr_policies.get(handle, Policy()))
 
 
 def _permanent(tpm: Tpm, handle: int) -> Entity:

@@ -11,9 +11,9 @@ from typing import Callable
 
 import construct as c
 
-from .constants import RC, RH
+from .constants import HT, RC, RH
 from .errors import TpmError
-from .wire import PCR_COUNT, UINT32, Checked
+from .wire import PCR_COUNT, TPM2B_DIGEST, UINT16, UINT32, Checked, check_nv_index
 
 
 def _one_of(name: str, *allowed: int) -> Callable[[int], None]:
@@ -60,3 +60,28 @@ TPMI_RH_HIERARCHY_AUTH = _one_of("TPMI_RH_HIERARCHY_AUTH", RH.OWNER, RH.ENDORSEM
 def handle_param(check: Callable[[int], None]) -> c.Construct:
     """A handle-valued command parameter (e.g. TPM2_Hash's hierarchy) of the given TPMI type."""
     return Checked(UINT32, check)
+
+
+#: Part 2 §9.24: an NV index handle (also the nvIndex of TPMS_NV_PUBLIC, hence in wire).
+TPMI_RH_NV_INDEX = check_nv_index
+
+
+def TPMI_RH_NV_AUTH(handle: int) -> None:  # noqa: N802 - named as the spec's type
+    """Part 2 §9.23: what may authorize an NV access: the platform, the owner or an index."""
+    if handle not in (RH.PLATFORM, RH.OWNER) and handle >> 24 != HT.NV_INDEX:
+        raise TpmError(RC.VALUE, detail=f"0x{handle:08x} is not a TPMI_RH_NV_AUTH")
+
+
+def ticket_param(what: str, *tags: int) -> c.Construct:
+    """A TPMT_TK_* ticket as a command parameter (Part 2 §10.7): its tag must be one of
+    ``tags`` (TPM_RC_TAG otherwise) and its hierarchy a TPMI_RH_HIERARCHY+ (TPM_RC_VALUE);
+    then a TPM2B_DIGEST. ``what`` names the ticket in error details."""
+    allowed = frozenset(tags)
+
+    def check_tag(tag: int) -> None:
+        if tag not in allowed:
+            raise TpmError(RC.TAG, detail=f"tag 0x{tag:04x} is no {what} ticket")
+
+    return c.Struct("tag" / Checked(UINT16, check_tag),
+                    "hierarchy" / handle_param(TPMI_RH_HIERARCHY_NULL),
+                    "digest" / TPM2B_DIGEST)

@@ -294,6 +294,18 @@ def flush_hierarchy(tpm: Tpm, hierarchy: int) -> list[int]:
     return gone
 
 
+def evict_hierarchy(tpm: Tpm, hierarchy: int) -> list[int]:
+    """Remove every persistent object of ``hierarchy`` from NV (the object part of the
+    reference's NvFlushHierarchy(), used by TPM2_Clear, TPM2_ChangeEPS and TPM2_ChangePPS,
+    Part 3 §24.4-24.6). The caller's command is declared nv=True. Returns the removed
+    handles."""
+    persistent = _persistent(tpm)
+    gone = [h for h, rec in persistent.items() if from_record(rec).hierarchy == hierarchy]
+    for handle in gone:
+        del persistent[handle]
+    return gone
+
+
 def hierarchy_enabled(tpm: Tpm, hierarchy: int) -> bool:
     """Whether ``hierarchy`` is enabled (the NULL hierarchy always is)."""
     sc = tpm.vol.state_clear

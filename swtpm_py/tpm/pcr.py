@@ -58,6 +58,51 @@ def initial_value(pcr: int, size: int, startup_locality: int = 0) -> bytes:
     return b"\x00" * size
 
 
+#: The DRTM PCR and the H-CRTM PCR: every allocation must keep each of them in some bank
+#: (Part 3 §22.5.1; the reference's PCRAllocate(), TPM_RC_PCR otherwise).
+DRTM_PCR = 17
+
+#: PC Client profile: PCRs 20-22 form the one group sharing an authValue
+#: (TPM2_PCR_SetAuthValue) and the one group sharing an authPolicy (TPM2_PCR_SetAuthPolicy),
+#: as libtpms reports them in TPM_PT_PCR_AUTH / TPM_PT_PCR_POLICY.
+PCR_AUTH_GROUPS: tuple[tuple[int, ...], ...] = ((20, 21, 22),)
+PCR_POLICY_GROUPS: tuple[tuple[int, ...], ...] = ((20, 21, 22),)
+
+
+def auth_group(pcr: int) -> tuple[int, ...] | None:
+    """The PCRs sharing ``pcr``'s authValue, or None when it has none (the reference's
+    PCRBelongsAuthGroup())."""
+    return next((g for g in PCR_AUTH_GROUPS if pcr in g), None)
+
+
+def policy_group(pcr: int) -> tuple[int, ...] | None:
+    """The PCRs sharing ``pcr``'s authPolicy, or None when it can have none
+    (PCRBelongsPolicyGroup())."""
+    return next((g for g in PCR_POLICY_GROUPS if pcr in g), None)
+
+
+#: PCR storage the TPM has for all banks together (the reference's sizeof(s_pcrs): every PCR
+#: in every implemented hash), reported as TPM2_PCR_Allocate's sizeAvailable.
+PCR_STORAGE = PCR_COUNT * sum(h.size for h in HASHES.values())
+FULL_SELECT = bitmap_of(list(range(PCR_COUNT)), PCR_SELECT_MIN)
+EMPTY_SELECT = bytes(PCR_SELECT_MIN)
+
+
+def allocation_request(current: list[int], request: list) -> dict[int, bytes]:
+    """The allocation TPM2_PCR_Allocate asks for (Part 3 §22.5.1): one pcrSelect per
+    implemented hash, those of ``request`` (the last one of a repeated bank wins) over the
+    allocation ``current`` (banks not named keep their allocation)."""
+    selects = {alg: FULL_SELECT if alg in current else EMPTY_SELECT for alg in HASHES}
+    for sel in request:
+        selects[sel.hash] = bytes(sel.pcrSelect)
+    return selects
+
+
+def allocation_size(selects: dict[int, bytes]) -> int:
+    """sizeNeeded: the octets the selected PCRs of every bank take."""
+    return sum(HASHES[alg].size * len(pcr_bitmap(sel)) for alg, sel in selects.items())
+
+
 def can_extend(pcr: int, locality: int) -> bool:
     """Whether ``locality`` may extend ``pcr`` (localities above 4 may extend nothing)."""
     return locality < 5 and bool(PCR_ATTRIBUTES[pcr].extend_localities >> locality & 1)
@@ -155,7 +200,9 @@ class PcrBanks:
         return out_sel, digests
 
     def selection(self) -> list[dict]:
-        """TPML_PCR_SELECTION of every allocated bank with all PCRs selected."""
-        every = bitmap_of(list(range(PCR_COUNT)), PCR_SELECT_MIN)
-        return [dict(hash=alg, sizeofSelect=PCR_SELECT_MIN, pcrSelect=every)
-                for alg in self.banks]
+        """The current allocation as TPML_PCR_SELECTION: every implemented hash, with all PCRs
+        selected for an allocated bank and none for the others (swtpm 0.7.1 lists a bank that
+        TPM2_PCR_Allocate emptied with an empty pcrSelect)."""
+        return [dict(hash=alg, sizeofSelect=PCR_SELECT_MIN,
+                     pcrSelect=FULL_SELECT if alg in self.values else EMPTY_SELECT)
+                for alg in HASHES]

@@ -110,7 +110,7 @@ def is_tpm2b(con: c.Construct) -> bool:
 #: Commands that flush a handle from the TPM (TPMA_CC.flushed, Part 2 §8.9.2).
 FLUSHING = {CC.SequenceComplete, CC.EventSequenceComplete}
 #: Commands that may flush many objects (TPMA_CC.extensive, Part 2 §8.9.2), as swtpm reports.
-EXTENSIVE = {CC.HierarchyControl}
+EXTENSIVE = {CC.HierarchyControl, CC.ChangeEPS, CC.ChangePPS, CC.Clear}
 
 #: All registered commands by code, filled as the command modules are imported.
 COMMANDS: dict[int, CommandSpec] = {}

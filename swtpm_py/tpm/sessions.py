@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import paramenc
+from . import da, nv, paramenc
 from .constants import ALG, CC, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH, SE, SessionAttr
 from .crypto import HASHES, kdfa
 from .entity import Entity, permanent_entity, register_resolver, resolve
@@ -199,6 +199,8 @@ def reset_policy(session: SessionState) -> None:
     session.auth_value_needed = False
     session.password_needed = False
     session.pp_required = False
+    session.nv_written_check = False
+    session.nv_written_state = False
     session.timeout = 0
 
 
@@ -372,10 +374,12 @@ def _policy_required(handle: int, entity: Entity, role: Auth) -> bool:
 _PERMANENT_AUTH = frozenset({RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM, RH.LOCKOUT, RH.NULL})
 
 
-def _auth_value_available(handle: int, entity: Entity, role: Auth) -> bool:
+def _auth_value_available(auth: CommandAuth, handle: int, entity: Entity, role: Auth) -> bool:
     """Part 1 §19.7.1 (IsAuthValueAvailable()): whether an HMAC or password session may use the
-    entity's authValue for ``role``."""
+    entity's authValue for ``role`` in this command."""
     handle_type = handle >> 24
+    if handle_type == HT.NV_INDEX:
+        return nv.auth_value_available(auth.tpm, handle, auth.code)
     if handle_type == HT.PERMANENT:
         return handle in _PERMANENT_AUTH
     if handle_type == HT.PCR:
@@ -385,9 +389,12 @@ def _auth_value_available(handle: int, entity: Entity, role: Auth) -> bool:
     return entity.user_with_auth
 
 
-def _policy_available(handle: int, entity: Entity) -> bool:
+def _policy_available(auth: CommandAuth, handle: int, entity: Entity) -> bool:
     """Part 1 §19.7.1 (IsAuthPolicyAvailable()): an object always has an authPolicy (an empty
-    one matches no policy); other entities only when it is set."""
+    one matches no policy); an NV index per its POLICYREAD/POLICYWRITE; other entities only
+    when it is set."""
+    if handle >> 24 == HT.NV_INDEX:
+        return nv.policy_available(auth.tpm, handle, auth.code)
     if handle >> 24 == HT.TRANSIENT:
         return True
     if handle >> 24 == HT.PCR:
@@ -405,7 +412,7 @@ def check_password_role(auth: CommandAuth, n: int) -> None:
     entity = resolve(auth.tpm, use.associated)
     if _policy_required(use.associated, entity, use.role):
         raise TpmError(RC.AUTH_TYPE, detail="a policy session is required")
-    if not _auth_value_available(use.associated, entity, use.role):
+    if not _auth_value_available(auth, use.associated, entity, use.role):
         raise TpmError(RC.AUTH_UNAVAILABLE, detail="authValue may not be used")
 
 
@@ -418,16 +425,21 @@ def _check_auth_session(auth: CommandAuth, i: int) -> None:
     entity = resolve(auth.tpm, use.associated)
     if session.policy:
         use.include_auth = session.auth_value_needed or session.password_needed
-        if not _policy_available(use.associated, entity):
-            raise TpmError(RC.AUTH_UNAVAILABLE, detail="entity has no authPolicy")
-        _check_policy(auth, use, entity)
     else:
         # Part 1 §19.6.10: a bound session's HMAC omits the authValue of its bind entity.
         use.include_auth = not (session.bound_entity
                                 and session.bound_entity == bind_value(entity))
+    # Part 1 §19.8.6: an authorization that uses a DA-protected authValue is refused in lockout
+    # before anything else is checked.
+    da.check_authorization(auth.tpm, use.associated, use.include_auth)
+    if session.policy:
+        if not _policy_available(auth, use.associated, entity):
+            raise TpmError(RC.AUTH_UNAVAILABLE, detail="entity has no authPolicy")
+        _check_policy(auth, use, entity)
+    else:
         if _policy_required(use.associated, entity, use.role):
             raise TpmError(RC.AUTH_TYPE, detail="a policy session is required")
-        if not _auth_value_available(use.associated, entity, use.role):
+        if not _auth_value_available(auth, use.associated, entity, use.role):
             raise TpmError(RC.AUTH_UNAVAILABLE, detail="authValue may not be used")
     if session.policy and session.password_needed:
         # Part 3 §23.18 PolicyPassword: the hmac field carries the authValue in the clear.
@@ -464,6 +476,8 @@ def _check_policy(auth: CommandAuth, use: Use, entity: Entity) -> None:
     if session.pp_required:
         # This platform never asserts physical presence (as swtpm).
         raise TpmError(RC.PP, detail="physical presence required")
+    if session.nv_written_check and nv.written(tpm, use.associated) != session.nv_written_state:
+        raise TpmError(RC.POLICY_FAIL, detail="TPMA_NV_WRITTEN is not as PolicyNvWritten asked")
     if session.cp_hash:
         if session.cp_hash_defined:
             ok = session.cp_hash == auth.cp_hash(session.auth_hash)
@@ -562,11 +576,8 @@ def _auth_failure(auth: CommandAuth, use: Use) -> TpmError:
     TPM_RC_BAD_AUTH otherwise."""
     session = use.session
     assert session is not None
-    handle = RH.LOCKOUT if session.lockout_bound else use.associated
-    exempt = handle is None or auth.tpm.da_exempt(handle)
-    if not session.da_bound and (exempt or not use.include_auth):
-        return TpmError(RC.BAD_AUTH, detail="wrong HMAC")
-    return TpmError(RC.AUTH_FAIL, detail="wrong HMAC")
+    return TpmError(da.increment_lockout(auth.tpm, use.associated, session, use.include_auth),
+                    detail="wrong HMAC")
 
 
 def decrypt_parameter(auth: CommandAuth) -> bytes | None:

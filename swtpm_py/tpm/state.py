@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import construct as c
 
-from .constants import ALG
+from .constants import ALG, CC
 
 #: Bumped when a field changes meaning; adding a field with a default does not bump it.
 FORMAT_VERSION = 1
@@ -69,6 +69,26 @@ class Policy:
 
 
 @dataclass
+class NvIndexState:
+    """One NV index (the reference's NV_INDEX): its TPMS_NV_PUBLIC (Part 2 §13.5), authValue
+    and data.
+
+    ``attributes`` holds the TPMA_NV bits as they are now (WRITTEN, WRITELOCKED and READLOCKED
+    change during the index's life, and with them its Name).
+    """
+
+    handle: int = 0
+    name_alg: int = ALG.SHA256
+    attributes: int = 0
+    auth_policy: bytes = b""
+    auth_value: bytes = b""
+    data_size: int = 0
+    #: The data as stored in NV. For a TPMA_NV_ORDERLY index the current value lives in RAM
+    #: (:attr:`VolatileData.nv_orderly`) and reaches NV at an orderly shutdown.
+    data: bytes = b""
+
+
+@dataclass
 class PersistentData:
     """Part 1 §37.7 persistent data: lives in NV, i.e. the permanent blob."""
 
@@ -94,15 +114,37 @@ class PersistentData:
     #: Banks allocated for the next TPM Reset (TPM2_PCR_Allocate takes effect then).
     pcr_allocation: list[int] = field(
         default_factory=lambda: [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512])
-    audit_hash_alg: int = ALG.NULL
-    audit_commands: list[int] = field(default_factory=list)
+    #: PCR authPolicies (TPM2_PCR_SetAuthPolicy) by PCR index: every PCR of a policy group
+    #: has its group's policy (the reference's gp.pcrPolicies).
+    pcr_policies: dict[int, Policy] = field(default_factory=dict)
+    #: Command audit (Part 1 §32.2): hash algorithm, audited command codes and auditCounter.
+    #: A new TPM audits TPM2_SetCommandCodeAuditStatus with the context integrity hash
+    #: (SHA-512), as the reference's CommandAuditPreInstall_Init().
+    audit_hash_alg: int = ALG.SHA512
+    audit_commands: list[int] = field(default_factory=lambda: [CC.SetCommandCodeAuditStatus])
+    audit_counter: int = 0
+    #: Commands that need physical presence when TPM_RH_PLATFORM authorizes them
+    #: (TPM2_PP_Commands; a new TPM lists TPM2_PP_Commands, which always requires it).
+    pp_commands: list[int] = field(default_factory=lambda: [CC.PP_Commands])
+    #: Dictionary-attack state (Part 1 §19.8.6; the reference's DAPreInstall_Init() defaults):
+    #: failedTries, maxTries, recoveryTime and lockoutRecovery (both in seconds).
     failed_tries: int = 0
     max_tries: int = 3
     recovery_time: int = 1000
     lockout_recovery: int = 1000
+    #: Whether lockoutAuth may be used (CLEAR for lockoutRecovery after a lockoutAuth failure).
+    lockout_auth_enabled: bool = True
+    #: A DA-protected authorization was used since the last Startup/Shutdown (the reference's
+    #: orderlyState == SU_DA_USED_VALUE): an unorderly shutdown then counts as a DA failure.
+    da_used: bool = False
     #: Persistent objects by handle (TPM2_EvictControl), each an object record
     #: (swtpm_py.tpm.objects); they live in NV and survive everything but TPM2_Clear.
     persistent_objects: dict[int, bytes] = field(default_factory=dict)
+    #: Defined NV indices by handle (TPM2_NV_DefineSpace, Part 3 §31.3).
+    nv_indices: dict[int, NvIndexState] = field(default_factory=dict)
+    #: The largest value an undefined counter index had (the reference's maxCounter): a new
+    #: counter starts above it, so no counter value ever repeats (Part 1 §37.2.3).
+    nv_max_counter: int = 0
 
 
 @dataclass
@@ -196,6 +238,10 @@ class SessionState:
     auth_value_needed: bool = False
     password_needed: bool = False
     pp_required: bool = False
+    #: TPM2_PolicyNvWritten: the authorized entity must be an NV index whose TPMA_NV_WRITTEN
+    #: is ``nv_written_state`` (Part 3 §23.21).
+    nv_written_check: bool = False
+    nv_written_state: bool = False
     #: Time (ms) after which the policy session has expired (0: never).
     timeout: int = 0
     #: Time (ms) when the session started or its nonce last rolled (policy sessions).
@@ -220,6 +266,9 @@ class VolatileData:
     ph_enable: bool = True
     #: Banks in use since the last TPM Reset.
     pcr_banks: list[int] = field(default_factory=list)
+    #: TPM2_PCR_Allocate ran since _TPM_Init (the reference's g_pcrReConfig): Shutdown(STATE)
+    #: is refused until the new allocation took effect.
+    pcr_reconfig: bool = False
     pcrs: dict[int, list[bytes]] = field(default_factory=dict)
     state_clear: StateClearData = field(default_factory=StateClearData)
     state_reset: StateResetData = field(default_factory=StateResetData)
@@ -237,9 +286,19 @@ class VolatileData:
     loaded_objects: dict[int, bytes] = field(default_factory=dict)
     #: Locality of the last TPM2_Startup (0 or 3); Shutdown(STATE) records it for the resume.
     startup_locality: int = 0
+    #: Current data of TPMA_NV_ORDERLY NV indices by handle (Part 3 §31.3.1: kept in RAM, written
+    #: to NV at an orderly shutdown).
+    nv_orderly: dict[int, bytes] = field(default_factory=dict)
     #: Authorization sessions; a TPM2_Startup builds a new VolatileData, so loaded sessions never
     #: survive Startup (Part 1 §19.6.1; the reference's SessionStartup()).
     sessions: SessionTable = field(default_factory=SessionTable)
+    #: The reference's g_daUsed: :attr:`PersistentData.da_used` has been recorded in NV since
+    #: the last Startup/Shutdown, so DA-protected authorizations may proceed (swtpm_py.tpm.da).
+    da_used: bool = False
+    #: Time (ms) from which failedTries and lockoutAuth self-heal (the reference's
+    #: s_selfHealTimer and s_lockoutTimer); a Startup restarts both at zero.
+    da_heal_timer: int = 0
+    da_lockout_timer: int = 0
 
 
 T = TypeVar("T")

@@ -274,3 +274,67 @@ def bitmap_of(pcrs: list[int], size: int = PCR_SELECT_MIN) -> bytes:
     for pcr in pcrs:
         out[pcr // 8] |= 1 << (pcr % 8)
     return bytes(out)
+
+
+# NV indices (Part 2 §13).
+
+#: Largest data of one NV read/write/extend (MAX_NV_BUFFER_SIZE, TPM_PT_NV_BUFFER_MAX).
+MAX_NV_BUFFER_SIZE = 1024
+#: Largest NV index data (MAX_NV_INDEX_SIZE, TPM_PT_NV_INDEX_MAX).
+MAX_NV_INDEX_SIZE = 2048
+#: TPMA_NV bits 20-24 are reserved (Part 2 §13.4): setting one is TPM_RC_RESERVED_BITS.
+TPMA_NV_RESERVED = 0x01F00000
+
+TPM2B_MAX_NV_BUFFER = tpm2b(MAX_NV_BUFFER_SIZE)
+
+
+def check_nv_index(handle: int) -> None:
+    """Part 2 §9.24 TPMI_RH_NV_INDEX: a handle of type TPM_HT_NV_INDEX, else TPM_RC_VALUE."""
+    if handle >> 24 != 0x01:
+        raise TpmError(RC.VALUE, detail=f"0x{handle:08x} is not an NV index handle")
+
+
+def _check_nv_attributes(attributes: int) -> None:
+    if attributes & TPMA_NV_RESERVED:
+        raise TpmError(RC.RESERVED_BITS, detail=f"TPMA_NV 0x{attributes:08x}")
+
+
+def _check_nv_data_size(size: int) -> None:
+    # libtpms' TPMS_NV_PUBLIC unmarshalling bounds dataSize by MAX_NV_INDEX_SIZE (TPM_RC_SIZE).
+    if size > MAX_NV_INDEX_SIZE:
+        raise TpmError(RC.SIZE, detail=f"dataSize {size} > {MAX_NV_INDEX_SIZE}")
+
+
+#: TPMS_NV_PUBLIC (Part 2 §13.5), each field checked as it is unmarshalled.
+TPMS_NV_PUBLIC = c.Struct(
+    "nvIndex" / Checked(UINT32, check_nv_index),
+    "nameAlg" / TPMI_ALG_HASH,
+    "attributes" / Checked(UINT32, _check_nv_attributes),
+    "authPolicy" / TPM2B_DIGEST,
+    "dataSize" / Checked(UINT16, _check_nv_data_size),
+)
+
+
+class _SizedNvPublic(c.Construct):
+    """TPM2B_NV_PUBLIC (Part 2 §13.6): a size that may not be zero and must equal the octets
+    the TPMS_NV_PUBLIC inside takes (TPM_RC_SIZE otherwise)."""
+
+    tpm2b = True
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        size = UINT16._parsereport(stream, context, path)
+        if size == 0:
+            raise TpmError(RC.SIZE, detail="empty TPM2B_NV_PUBLIC")
+        start = stream.tell()
+        value = TPMS_NV_PUBLIC._parsereport(stream, context, path)
+        if stream.tell() - start != size:
+            raise TpmError(RC.SIZE, detail="TPM2B_NV_PUBLIC size does not match its contents")
+        return value
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        body = TPMS_NV_PUBLIC.build(obj)
+        stream.write(len(body).to_bytes(2, "big") + body)
+        return obj
+
+
+TPM2B_NV_PUBLIC = _SizedNvPublic()
