@@ -46,7 +46,8 @@ SWTPM_ALG_ATTRIBUTES = {ALG.RSA: 0x9, ALG.SHA1: 0x4, ALG.HMAC: 0x104, ALG.AES: 0
                         ALG.SHA512: 0x4, ALG.RSASSA: 0x101, ALG.RSAES: 0x201,
                         ALG.RSAPSS: 0x101, ALG.OAEP: 0x201, ALG.ECDSA: 0x101, ALG.ECDH: 0x401,
                         ALG.ECSCHNORR: 0x101, ALG.KDF1_SP800_108: 0x404, ALG.ECC: 0x9,
-                        ALG.SYMCIPHER: 0x8, ALG.CFB: 0x202}
+                        ALG.SYMCIPHER: 0x8, ALG.CTR: 0x202, ALG.OFB: 0x202,
+                        ALG.CBC: 0x202, ALG.CFB: 0x202, ALG.ECB: 0x202}
 #: Fixed properties whose value is the same choice in swtpm 0.7.1 and swtpm_py.
 SHARED_FIXED = {
     PT.FAMILY_INDICATOR: 0x322E3000, PT.LEVEL: 0, PT.REVISION: 164, PT.DAY_OF_YEAR: 75,
@@ -69,15 +70,13 @@ SHARED_VARIABLE = {
     PT.MAX_AUTH_FAIL: 3, PT.LOCKOUT_INTERVAL: 1000, PT.LOCKOUT_RECOVERY: 1000,
     PT.NV_WRITE_RECOVERY: 0, PT.AUDIT_COUNTER_0: 0, PT.AUDIT_COUNTER_1: 0,
 }
-#: GetCapability(PCR_PROPERTIES) of the PC Client profile as swtpm 0.7.1 reports it, but for
-#: TPM_PT_PCR_POLICY and _AUTH (PCRs 20-22 there), empty in swtpm_py until
-#: TPM2_PCR_SetAuthPolicy / SetAuthValue exist.
+#: GetCapability(PCR_PROPERTIES) of the PC Client profile as swtpm 0.7.1 reports it.
 PC_CLIENT_PCR_PROPERTIES = {
     PT_PCR.SAVE: "ffff00", PT_PCR.EXTEND_L0: "ffff81", PT_PCR.RESET_L0: "000081",
     PT_PCR.EXTEND_L1: "ffff91", PT_PCR.RESET_L1: "000081", PT_PCR.EXTEND_L2: "ffffff",
     PT_PCR.RESET_L2: "0000f1", PT_PCR.EXTEND_L3: "ffff9f", PT_PCR.RESET_L3: "000081",
     PT_PCR.EXTEND_L4: "ffff87", PT_PCR.RESET_L4: "00007e", PT_PCR.NO_INCREMENT: "0000e1",
-    PT_PCR.DRTM_RESET: "00007e",
+    PT_PCR.DRTM_RESET: "00007e", PT_PCR.POLICY: "000070", PT_PCR.AUTH: "000070",
 }
 PERMANENT_HANDLES = [RH.OWNER, RH.NULL, RH.PW, RH.LOCKOUT, RH.ENDORSEMENT, RH.PLATFORM,
                      RH.PLATFORM_NV]
@@ -198,9 +197,10 @@ def test_command_start_values(tpm: Tpm) -> None:
 
 
 def test_pp_and_audit_commands(tpm: Tpm) -> None:
-    """No command requires physical presence; the audit list is the persistent state's."""
-    assert getcap(tpm.execute, CAP.PP_COMMANDS) == (False, [])
-    assert getcap(tpm.execute, CAP.AUDIT_COMMANDS) == (False, [])
+    """A new TPM requires physical presence for TPM2_PP_Commands and audits
+    TPM2_SetCommandCodeAuditStatus (as swtpm); the audit list is the persistent state's."""
+    assert getcap(tpm.execute, CAP.PP_COMMANDS) == (False, [CC.PP_Commands])
+    assert getcap(tpm.execute, CAP.AUDIT_COMMANDS) == (False, [CC.SetCommandCodeAuditStatus])
     tpm.perm.audit_commands = [CC.PCR_Extend, CC.GetRandom, CC.Hash]
     assert getcap(tpm.execute, CAP.AUDIT_COMMANDS) == (
         False, [CC.GetRandom, CC.Hash, CC.PCR_Extend])
@@ -221,11 +221,10 @@ def test_algorithms_are_the_registry(tpm: Tpm) -> None:
 
 
 def test_only_algorithms_a_command_can_use_are_listed(tpm: Tpm) -> None:
-    """Nothing is listed before it is implemented (no MGF1, ECDAA, SM2, other block modes
-    ...); the hashes are those of the banks and of TPM2_Hash; every listed hash is accepted by
-    TPM2_Hash."""
+    """Nothing is listed before it is implemented (no MGF1, ECDAA, SM2, CMAC ...); the hashes
+    are those of the banks and of TPM2_Hash; every listed hash is accepted by TPM2_Hash."""
     listed = {a.alg for a in getcap(tpm.execute, CAP.ALGS)[1]}
-    for alg in (ALG.MGF1, ALG.ECDAA, ALG.SM2, ALG.CTR, ALG.CBC, ALG.ECB, ALG.NULL):
+    for alg in (ALG.MGF1, ALG.ECDAA, ALG.SM2, ALG.CMAC, ALG.NULL):
         assert alg not in listed
     hashes = [a for a in listed if algorithms.ALGORITHMS[a].attributes == 0x4]
     assert sorted(hashes) == [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512]
@@ -241,7 +240,7 @@ def test_algorithm_start_is_a_tpm_alg_id(tpm: Tpm) -> None:
     """Part 3 §30.2 casts the property to TPM_ALG_ID: only its low 16 bits count."""
     assert getcap(tpm.execute, CAP.ALGS, ALG.SHA256)[1][0].alg == ALG.SHA256
     assert getcap(tpm.execute, CAP.ALGS, 0x10000 + ALG.SHA256)[1][0].alg == ALG.SHA256
-    assert getcap(tpm.execute, CAP.ALGS, ALG.CFB + 1) == (False, [])
+    assert getcap(tpm.execute, CAP.ALGS, ALG.ECB + 1) == (False, [])
 
 
 def test_registering_an_algorithm_lists_it(tpm: Tpm, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +286,7 @@ def test_empty_lists_have_no_more_data(tpm: Tpm) -> None:
     count."""
     for cap, start in [(CAP.ECC_CURVES, ECC_CURVE.NIST_P521 + 1),
                        (CAP.HANDLES, HT.TRANSIENT << 24),
-                       (CAP.HANDLES, 24), (CAP.PP_COMMANDS, 0),
+                       (CAP.HANDLES, 24), (CAP.PP_COMMANDS, CC.PP_Commands + 1),
                        (CAP.PCR_PROPERTIES, PT_PCR.AUTH + 1), (CAP.ACT, 0x40000110)]:
         for count in (0, 1, 0xFFFFFFFF):
             assert getcap(tpm.execute, cap, start, count) == (False, [])
@@ -503,8 +502,9 @@ def test_handles_of_an_unknown_type(tpm: Tpm, start: int) -> None:
 
 
 def test_pcrs_are_the_allocation(platform: Platform) -> None:
-    """TPM_CAP_PCRS reports the banks in use with all 24 PCRs; a changed allocation shows
-    after the next TPM Reset. The property must be zero."""
+    """TPM_CAP_PCRS reports every bank, those in use with all 24 PCRs and the others with
+    none (as swtpm after TPM2_PCR_Allocate); a changed allocation shows after the next TPM
+    Reset. The property must be zero."""
     tpm = power_on(platform)
     tpm.execute(startup())
     every = b"\xff\xff\xff"
@@ -515,7 +515,8 @@ def test_pcrs_are_the_allocation(platform: Platform) -> None:
     tpm = power_on(platform)
     tpm.execute(startup())
     assert [(s.hash, s.pcrSelect) for s in getcap(tpm.execute, CAP.PCRS)[1]] == [
-        (ALG.SHA256, every)]
+        (ALG.SHA1, bytes(3)), (ALG.SHA256, every), (ALG.SHA384, bytes(3)),
+        (ALG.SHA512, bytes(3))]
     assert getcap_rc(tpm.execute, CAP.PCRS, 1, 1) == RC.VALUE | 0x40 | 2 << 8
 
 
@@ -527,7 +528,7 @@ def test_pcr_properties_are_the_profile(tpm: Tpm) -> None:
     assert [p.tag for p in listed] == sorted(got)
     assert {t: v for t, v in got.items() if t in PC_CLIENT_PCR_PROPERTIES} == \
         PC_CLIENT_PCR_PROPERTIES
-    assert got[PT_PCR.POLICY] == got[PT_PCR.AUTH] == "000000"
+    assert got[PT_PCR.POLICY] == got[PT_PCR.AUTH] == "000070"
 
     def bitmap(pcrs: list[int]) -> str:
         return sum(1 << p for p in pcrs).to_bytes(3, "little").hex()
@@ -830,7 +831,7 @@ SAME_ANSWER = [
     (CAP.HANDLES, HT.PERSISTENT << 24, 10), (CAP.HANDLES, HT.NV_INDEX << 24, 10),
     (CAP.HANDLES, 0x02000000, 10), (CAP.HANDLES, 0x03000000, 10),
     (CAP.PCRS, 0, 0), (CAP.PCRS, 0, 1), (CAP.PCRS, 0, 100),
-    (CAP.PCR_PROPERTIES, 0, 13), (CAP.PCR_PROPERTIES, 3, 2),
+    (CAP.PCR_PROPERTIES, 0, 15), (CAP.PCR_PROPERTIES, 3, 2),
     (CAP.AUTH_POLICIES, HT.PERMANENT << 24, 1000), (CAP.AUTH_POLICIES, RH.LOCKOUT, 1),
     (CAP.ACT, 0x40000110, 5),
     (CAP.TPM_PROPERTIES, PT.FAMILY_INDICATOR, 5), (CAP.TPM_PROPERTIES, PT.PCR_COUNT, 3),

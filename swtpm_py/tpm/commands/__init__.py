@@ -1,5 +1,5 @@
 """TPM command handlers, one module per command family. Importing this package registers
 every implemented command in :data:`swtpm_py.tpm.registry.COMMANDS`."""
 
-from . import (capability, clock, context, da, hash, hierarchy, nv, object, pcr,  # noqa: F401
-               policy, random, sequence, session, startup, testing)
+from . import (audit, capability, clock, context, da, hash, hierarchy, nv, object,  # noqa: F401
+               pcr, policy, pp, random, sequence, session, startup, testing)

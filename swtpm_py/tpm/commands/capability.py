@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import algorithms, properties
 from ..constants import CAP, CC, HT, PT_PCR, RC, RH
 from ..errors import TpmError
-from ..pcr import PCR_ATTRIBUTES, counts_update
+from ..pcr import PCR_ATTRIBUTES, PCR_AUTH_GROUPS, PCR_POLICY_GROUPS, counts_update
 from ..properties import MAX_CAP_BUFFER
 from ..registry import COMMANDS, command
 from ..wire import (MAX_DIGEST_SIZE, PCR_COUNT, PCR_SELECT_MAX, TPMS_CAPABILITY_DATA, UINT8,
@@ -93,11 +93,6 @@ def _commands_from(codes: list[int], start: int) -> list[int]:
     return sorted((cc for cc in codes if _command_key(cc) >= first), key=_command_key)
 
 
-#: PC Client profile: PCRs 20-22 form the one group whose authValue/authPolicy
-#: TPM2_PCR_SetAuthValue/SetAuthPolicy may change.
-PCR_AUTH_GROUP = (20, 21, 22)
-
-
 def pcr_properties() -> list[tuple[int, list[int]]]:
     """(TPM_PT_PCR tag, PCRs that have it) for every PCR property (Part 2 §6.14), from the
     profile's attribute table."""
@@ -110,10 +105,9 @@ def pcr_properties() -> list[tuple[int, list[int]]]:
                     [i for i, a in attrs if a.reset_localities >> loc & 1]))
     out.append((PT_PCR.NO_INCREMENT, [i for i in range(PCR_COUNT) if not counts_update(i)]))
     out.append((PT_PCR.DRTM_RESET, [i for i, a in attrs if a.drtm]))
-    # A PCR can have an authPolicy / authValue only once the command that sets it exists.
-    out.append((PT_PCR.POLICY,
-                list(PCR_AUTH_GROUP) if CC.PCR_SetAuthPolicy in COMMANDS else []))
-    out.append((PT_PCR.AUTH, list(PCR_AUTH_GROUP) if CC.PCR_SetAuthValue in COMMANDS else []))
+    # The PCRs that TPM2_PCR_SetAuthPolicy / SetAuthValue can give an authPolicy / authValue.
+    out.append((PT_PCR.POLICY, sorted(p for g in PCR_POLICY_GROUPS for p in g)))
+    out.append((PT_PCR.AUTH, sorted(p for g in PCR_AUTH_GROUPS for p in g)))
     return out
 
 
@@ -159,13 +153,14 @@ def _commands(tpm: Tpm, prop: int, count: int) -> tuple[bool, list]:
 
 
 def _pp_commands(tpm: Tpm, prop: int, count: int) -> tuple[bool, list]:
-    # No command requires physical presence: TPM2_PP_Commands, which would make one, is not
-    # implemented.
-    return _page(_commands_from([], prop), count, MAX_CAP_CC)
+    # The physical presence list (TPM2_PP_Commands), implemented commands only.
+    codes = [cc for cc in tpm.perm.pp_commands if cc in COMMANDS]
+    return _page(_commands_from(codes, prop), count, MAX_CAP_CC)
 
 
 def _audit_commands(tpm: Tpm, prop: int, count: int) -> tuple[bool, list]:
-    return _page(_commands_from(list(tpm.perm.audit_commands), prop), count, MAX_CAP_CC)
+    codes = [cc for cc in tpm.perm.audit_commands if cc in COMMANDS]
+    return _page(_commands_from(codes, prop), count, MAX_CAP_CC)
 
 
 def _pcrs(tpm: Tpm, prop: int, count: int) -> tuple[bool, list]:

@@ -1,4 +1,5 @@
-"""PCR commands: TPM2_PCR_Read, PCR_Extend, PCR_Event, PCR_Reset (Part 3 §22)."""
+"""PCR commands: TPM2_PCR_Read, PCR_Extend, PCR_Event, PCR_Reset, and the PCR administration
+commands PCR_Allocate, PCR_SetAuthPolicy, PCR_SetAuthValue (Part 3 §22)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from typing import TYPE_CHECKING
 from ..constants import CC, RC, RH
 from ..crypto import HASHES
 from ..errors import TpmError
-from ..handles import TPMI_DH_PCR, TPMI_DH_PCR_NULL
-from ..pcr import PCR_ATTRIBUTES, can_extend, can_reset, counts_update
+from ..handles import TPMI_DH_PCR, TPMI_DH_PCR_NULL, TPMI_RH_PLATFORM, handle_param
+from ..pcr import (DRTM_PCR, FULL_SELECT, EMPTY_SELECT, HCRTM_PCR, PCR_ATTRIBUTES, PCR_STORAGE,
+                   allocation_request, allocation_size, auth_group, can_extend, can_reset,
+                   counts_update, policy_group)
 from ..registry import Auth, HandleSpec, command
-from ..wire import (TPM2B_EVENT, TPML_DIGEST, TPML_DIGEST_VALUES, TPML_PCR_SELECTION, UINT32)
+from ..state import Policy
+from ..wire import (PCR_COUNT, TPM2B_AUTH, TPM2B_DIGEST, TPM2B_EVENT, TPMI_ALG_HASH_NULL,
+                    TPML_DIGEST, TPML_DIGEST_VALUES, TPML_PCR_SELECTION, UINT8, UINT32,
+                    pcr_bitmap)
 
 if TYPE_CHECKING:
     from ..core import CommandContext
@@ -78,3 +84,72 @@ def pcr_reset(ctx: CommandContext, pcr: int) -> None:
         raise TpmError(RC.LOCALITY, detail=f"locality {ctx.locality} may not reset PCR {pcr}")
     ctx.tpm.pcrs.reset(pcr)
     _changed(ctx, pcr)
+
+
+# ---------------------------------------------------------------------------- administration
+
+
+@command(CC.PCR_Allocate, handles=(HandleSpec("authHandle", TPMI_RH_PLATFORM, Auth.USER),),
+         params=(TPML_PCR_SELECTION,), response=(UINT8, UINT32, UINT32, UINT32), nv=True)
+def pcr_allocate(ctx: CommandContext, auth: int, selection: list) -> tuple:
+    """Part 3 §22.5: record the PCR allocation the next TPM Reset uses (not Restart or Resume:
+    core.startup takes ``perm.pcr_allocation`` only on TPM Reset).
+
+    As the reference's PCRAllocate(): banks not named keep their current allocation, the last
+    of a repeated bank wins, PCR 0 (H-CRTM) and PCR 17 (DRTM) must each stay in some bank
+    (TPM_RC_PCR), and the response is allocationSuccess, maxPCR, sizeNeeded and sizeAvailable
+    (all PCRs of all banks always fit). Shutdown(STATE) is refused until the next _TPM_Init
+    (``vol.pcr_reconfig``, the reference's g_pcrReConfig).
+
+    This TPM allocates whole banks only: a pcrSelect that selects some but not all PCRs is
+    TPM_RC_VALUE (swtpm 0.7.1 accepts partial banks).
+    """
+    tpm = ctx.tpm
+    # The request modifies the allocation in effect, not an earlier pending one (libtpms
+    # writes the new allocation to NV only; swtpm 0.7.1 shows this in sizeNeeded).
+    selects = allocation_request(tpm.vol.pcr_banks, selection)
+    allocated = [pcr for sel in selects.values() for pcr in pcr_bitmap(sel)]
+    if HCRTM_PCR not in allocated or DRTM_PCR not in allocated:
+        raise TpmError(RC.PCR, detail="the allocation must keep PCR 0 and PCR 17")
+    if any(sel not in (FULL_SELECT, EMPTY_SELECT) for sel in selects.values()):
+        raise TpmError(RC.VALUE, parameter=1, detail="only whole PCR banks can be allocated")
+    tpm.perm.pcr_allocation = [alg for alg, sel in selects.items() if sel == FULL_SELECT]
+    tpm.vol.pcr_reconfig = True
+    return 1, PCR_COUNT, allocation_size(selects), PCR_STORAGE
+
+
+#: TPMI_DH_PCR as a parameter (pcrNum of TPM2_PCR_SetAuthPolicy).
+TPMI_DH_PCR_PARAM = handle_param(TPMI_DH_PCR)
+
+
+@command(CC.PCR_SetAuthPolicy, handles=(HandleSpec("authHandle", TPMI_RH_PLATFORM, Auth.USER),),
+         params=(TPM2B_DIGEST, TPMI_ALG_HASH_NULL, TPMI_DH_PCR_PARAM), nv=True)
+def pcr_set_auth_policy(ctx: CommandContext, auth: int, policy: bytes, alg: int,
+                        pcr: int) -> None:
+    """Part 3 §22.6: set the authPolicy of the policy group ``pcr`` belongs to (persistent).
+    The policy must be a digest of ``alg`` (TPM_RC_SIZE; TPM_ALG_NULL with an empty policy
+    removes it); a PCR outside the policy groups is TPM_RC_VALUE for pcrNum."""
+    digest_size = HASHES[alg].size if alg in HASHES else 0
+    if len(policy) != digest_size:
+        raise TpmError(RC.SIZE, parameter=1, detail="authPolicy is no digest of hashAlg")
+    group = policy_group(pcr)
+    if group is None:
+        raise TpmError(RC.VALUE, parameter=3, detail=f"PCR {pcr} has no authPolicy")
+    for member in group:
+        ctx.tpm.perm.pcr_policies[member] = Policy(alg, bytes(policy))
+
+
+@command(CC.PCR_SetAuthValue, handles=(HandleSpec("pcrHandle", TPMI_DH_PCR, Auth.USER),),
+         params=(TPM2B_AUTH,))
+def pcr_set_auth_value(ctx: CommandContext, pcr: int, auth: bytes) -> None:
+    """Part 3 §22.7: set the authValue of the group ``pcr`` belongs to (state-clear data: it
+    survives TPM Resume only). A PCR outside the authValue groups is TPM_RC_VALUE (with no
+    handle number, as the reference and swtpm 0.7.1 answer)."""
+    group = auth_group(pcr)
+    if group is None:
+        raise TpmError(RC.VALUE, detail=f"PCR {pcr} has no authValue")
+    # State-clear data changes: a preceding Shutdown(STATE) no longer describes the TPM
+    # (the reference's RETURN_IF_ORDERLY).
+    ctx.tpm.clear_orderly()
+    for member in group:
+        ctx.tpm.vol.state_clear.pcr_auth[member] = bytes(auth)
