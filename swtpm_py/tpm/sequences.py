@@ -202,6 +202,16 @@ def get(tpm: Tpm, handle: int) -> Sequence | None:
     return _parse(record)[0] if is_sequence_record(record) else None
 
 
+def loaded_object(tpm: Tpm, handle: int) -> objects.TpmObject | None:
+    """The object at ``handle``, or None when the slot holds a hash/HMAC/event sequence (a
+    sequence is an object without type, attributes or keys in the reference, so every check
+    of the key's type or attributes fails on it)."""
+    record = tpm.vol.loaded_objects.get(handle)
+    if record is not None and is_sequence_record(record):
+        return None
+    return objects.lookup(tpm, handle)
+
+
 def update(tpm: Tpm, handle: int, data: bytes) -> None:
     """Add ``data`` to the sequence at ``handle``. For a hash sequence, the first update is
     the first block that decides the ticket (the reference's SequenceUpdate())."""

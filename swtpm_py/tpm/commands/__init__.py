@@ -2,4 +2,4 @@
 every implemented command in :data:`swtpm_py.tpm.registry.COMMANDS`."""
 
 from . import (audit, capability, clock, context, da, hash, hierarchy, nv, object,  # noqa: F401
-               pcr, policy, pp, random, sequence, session, startup, testing)
+               pcr, policy, pp, random, sequence, session, signing, startup, testing)

@@ -1,6 +1,6 @@
 """Object commands (Part 3 §12, §24.1, §28.4-28.5): TPM2_CreatePrimary, TPM2_Create,
-TPM2_Load, TPM2_LoadExternal, TPM2_ReadPublic, TPM2_ObjectChangeAuth, TPM2_EvictControl and
-TPM2_FlushContext.
+TPM2_Load, TPM2_LoadExternal, TPM2_ReadPublic, TPM2_ObjectChangeAuth, TPM2_Unseal,
+TPM2_EvictControl and TPM2_FlushContext.
 
 Each handler follows the order of checks of the reference implementation's command (which
 swtpm exhibits; tests/test_objects.py compares the codes with swtpm's): room for the object
@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import keys, objects, protection
+from .. import keys, objects, protection, sequences
 from ..constants import ALG, CC, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH, ST
 from ..crypto import HASHES
 from ..errors import TpmError
@@ -27,7 +27,8 @@ from ..objects_wire import (TPM2B_CREATION_DATA, TPM2B_PRIVATE, TPM2B_PUBLIC,
                             public_bytes, sensitive_bytes)
 from ..registry import Auth, HandleSpec, command
 from ..wire import (MAX_ACTIVE_SESSIONS, PCR_COUNT, TPM2B_AUTH, TPM2B_DATA, TPM2B_DIGEST,
-                    TPM2B_NAME, TPML_PCR_SELECTION, bitmap_of, pcr_bitmap)
+                    TPM2B_NAME, TPM2B_SENSITIVE_DATA, TPML_PCR_SELECTION, bitmap_of,
+                    pcr_bitmap)
 from .hash import TICKET_HASH, hierarchy_proof
 
 if TYPE_CHECKING:
@@ -390,3 +391,25 @@ def flush_context(ctx: CommandContext, handle: int) -> None:
         flusher(ctx.tpm, handle)
     except TpmError as exc:
         raise TpmError(exc.rc, parameter=1, detail=exc.detail) from None
+
+
+# ---------------------------------------------------------------------------- Unseal
+
+
+@command(CC.Unseal,
+         handles=(HandleSpec("itemHandle", OBJECT_HANDLE, Auth.USER),),
+         response=(TPM2B_SENSITIVE_DATA,))
+def unseal(ctx: CommandContext, handle: int) -> bytes:
+    """Part 3 §12.7: the secret of a sealed data object — a keyed-hash object that is neither
+    a signing nor a decryption key nor restricted (TPM_RC_TYPE for another type,
+    TPM_RC_ATTRIBUTES otherwise, both on the handle). The response's first parameter is a
+    TPM2B, so an encrypt session can protect the secret on its way out."""
+    obj = sequences.loaded_object(ctx.tpm, handle)
+    if obj is None:
+        # A sequence has no object type (the reference's sequence objects are TPM_ALG_NULL).
+        raise TpmError(RC.TYPE, handle=1, detail="a sequence holds no sealed data")
+    if obj.public.type != ALG.KEYEDHASH:
+        raise TpmError(RC.TYPE, handle=1, detail="not a sealed data object")
+    if obj.attributes & (ObjectAttr.DECRYPT | ObjectAttr.SIGN_ENCRYPT | ObjectAttr.RESTRICTED):
+        raise TpmError(RC.ATTRIBUTES, handle=1, detail="a key, not sealed data")
+    return obj.sensitive.sensitive if obj.sensitive is not None else b""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import objects, sequences
+from .. import sequences
 from ..constants import ALG, CC, RC, RH
 from ..errors import TpmError
 from ..handles import TPMI_DH_PCR_NULL, TPMI_RH_HIERARCHY_NULL, handle_param
@@ -62,9 +62,9 @@ def hmac_start(ctx: CommandContext, handle: int, auth: bytes, hash_alg: int) -> 
     keyed-hash signing key (TPM_RC_TYPE, TPM_RC_ATTRIBUTES, TPM_RC_KEY on the key handle).
     The key's HMAC scheme, if it has one, fixes the hash: ``hash_alg`` must then be it or
     TPM_ALG_NULL; without a scheme ``hash_alg`` is used. No hash at all is TPM_RC_VALUE."""
-    if sequences.get(ctx.tpm, handle) is not None:
+    key = sequences.loaded_object(ctx.tpm, handle)
+    if key is None:
         raise TpmError(RC.TYPE, handle=1, detail="a sequence is no HMAC key")
-    key = objects.lookup(ctx.tpm, handle)
     pub = key.public
     if pub.type != ALG.KEYEDHASH:
         raise TpmError(RC.TYPE, handle=1, detail="not a keyed-hash object")
