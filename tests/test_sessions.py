@@ -668,12 +668,14 @@ DECRYPT_2 = {CC.CreatePrimary, CC.PCR_Event, CC.StirRandom, CC.ObjectChangeAuth,
              CC.SequenceUpdate, CC.HashSequenceStart, CC.HMAC_Start, CC.EventSequenceComplete,
              CC.SequenceComplete, CC.Import, CC.Duplicate, CC.Quote,
              CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt, CC.VerifySignature,
-             CC.PCR_SetAuthValue, CC.PCR_SetAuthPolicy, CC.SetPrimaryPolicy}
+             CC.PCR_SetAuthValue, CC.PCR_SetAuthPolicy, CC.SetPrimaryPolicy, CC.ECDH_ZGen,
+             CC.EncryptDecrypt2, CC.HMAC}
 ENCRYPT_2 = {CC.CreatePrimary, CC.ObjectChangeAuth, CC.Create, CC.Load, CC.LoadExternal,
              CC.ReadPublic, CC.GetRandom, CC.GetTestResult, CC.Hash, CC.StartAuthSession,
              CC.PolicySecret, CC.PolicySigned, CC.PolicyGetDigest, CC.NV_Read, CC.Unseal,
              CC.NV_ReadPublic, CC.SequenceComplete, CC.Import, CC.Duplicate, CC.Quote,
-             CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt}
+             CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt, CC.ECDH_KeyGen, CC.ECDH_ZGen,
+             CC.EncryptDecrypt, CC.EncryptDecrypt2, CC.HMAC}
 @pytest.mark.parametrize("code", sorted(COMMANDS), ids=lambda code: CC(code).name)
 def test_encryptable_parameters_are_the_references(code: int) -> None:
     """The registry derives from each command's first parameter and first response parameter

@@ -263,6 +263,11 @@ register(Algorithm(ALG.AES, AlgAttr.SYMMETRIC, frozenset({Role.SYM_OBJECT, Role.
                    key_bits=(128, 256), self_test=_aes_kat))
 # CFB: the mode of every TPM-internal encryption (Part 1 "Protected Storage").
 register(Algorithm(ALG.CFB, AlgAttr.SYMMETRIC | AlgAttr.ENCRYPTING, frozenset({Role.SYM_MODE})))
+# CTR, OFB, CBC and ECB: the other modes of TPM2_EncryptDecrypt (Part 3 §15.2;
+# symcipher.encrypt_decrypt), which swtpm 0.7.1 lists with the same attributes.
+for _mode in (ALG.CTR, ALG.OFB, ALG.CBC, ALG.ECB):
+    register(Algorithm(_mode, AlgAttr.SYMMETRIC | AlgAttr.ENCRYPTING,
+                       frozenset({Role.SYM_MODE})))
 # Asymmetric schemes a key may carry (Part 2 §11.2): the object commands create and load keys
 # with them, and check them against the key's attributes (sign/decrypt/restricted).
 _SIG, _ENC = AlgAttr.ASYMMETRIC | AlgAttr.SIGNING, AlgAttr.ASYMMETRIC | AlgAttr.ENCRYPTING
@@ -296,7 +301,7 @@ for _curve, _bits in ((ECC_CURVE.NIST_P256, 256), (ECC_CURVE.NIST_P384, 384),
                       (ECC_CURVE.NIST_P521, 521)):
     register_curve(_curve, _bits)
 
-del _alg, _SIG, _ENC, _curve, _bits
+del _alg, _mode, _SIG, _ENC, _curve, _bits
 
 # ---------------------------------------------------------------------------- wire types
 

@@ -238,3 +238,52 @@ def name_of(public_area: bytes, name_alg: int) -> bytes:
     if name_alg == ALG.NULL:
         return b""
     return name_alg.to_bytes(2, "big") + HASHES[name_alg].digest(public_area)
+
+
+# ---------------------------------------------------------------------------- asymmetric and
+# symmetric commands (Part 3 §14-15)
+
+from .algorithms import DECRYPT_SCHEMES, ECC_CURVES, scheme  # noqa: E402
+
+
+def _check_rsa_decrypt_scheme(alg: int) -> None:
+    # Part 2 §11.2.4.3 TPMI_ALG_RSA_DECRYPT+: an RSA encryption scheme or TPM_ALG_NULL;
+    # anything else is TPM_RC_VALUE.
+    if alg != ALG.NULL and alg not in DECRYPT_SCHEMES[ALG.RSA]:
+        raise TpmError(RC.VALUE, detail=f"0x{alg:04x} is no RSA decryption scheme")
+
+
+def _check_ecc_curve(curve: int) -> None:
+    # Part 2 §11.2.5.5 TPMI_ECC_CURVE: a curve the TPM does not implement is TPM_RC_CURVE.
+    if curve not in ECC_CURVES:
+        raise TpmError(RC.CURVE, detail=f"curve 0x{curve:04x}")
+
+
+#: TPMT_RSA_DECRYPT (Part 2 §11.2.4.4): the scheme of TPM2_RSA_Encrypt / _Decrypt.
+TPMT_RSA_DECRYPT = scheme(Checked(UINT16, _check_rsa_decrypt_scheme))
+#: TPMI_ECC_CURVE (Part 2 §11.2.5.5).
+TPMI_ECC_CURVE = Checked(UINT16, _check_ecc_curve)
+#: TPM2B_ECC_POINT (Part 2 §11.2.5.3): a sized TPMS_ECC_POINT; empty is TPM_RC_SIZE.
+TPM2B_ECC_POINT = SizedStruct(TPMS_ECC_POINT)
+#: TPM2B_IV (Part 2 §10.4.11): at most one block.
+TPM2B_IV = tpm2b(MAX_SYM_BLOCK_SIZE)
+
+#: TPMT_KDF_SCHEME and TPMT_ECC_SCHEME as TPM2_ECC_Parameters returns them: a selector and,
+#: unless it is TPM_ALG_NULL, the hashAlg (only built, never parsed by the TPM).
+_DETAIL_SCHEME = c.Struct("scheme" / UINT16,
+                          "details" / c.If(c.this.scheme != ALG.NULL,
+                                           c.Struct("hashAlg" / UINT16)))
+#: TPMS_ALGORITHM_DETAIL_ECC (Part 2 §11.2.5.3).
+TPMS_ALGORITHM_DETAIL_ECC = c.Struct(
+    "curveID" / UINT16,
+    "keySize" / UINT16,
+    "kdf" / _DETAIL_SCHEME,
+    "sign" / _DETAIL_SCHEME,
+    "p" / TPM2B_ECC_PARAMETER,
+    "a" / TPM2B_ECC_PARAMETER,
+    "b" / TPM2B_ECC_PARAMETER,
+    "gX" / TPM2B_ECC_PARAMETER,
+    "gY" / TPM2B_ECC_PARAMETER,
+    "n" / TPM2B_ECC_PARAMETER,
+    "h" / TPM2B_ECC_PARAMETER,
+)
