@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import construct as c
 
-from .. import objects, sessions
-from ..constants import CC, HR_POLICY_SESSION, HT, RC, RH, ST
+from .. import nv, objects, sequences, sessions, signatures
+from ..constants import ALG, CC, HR_POLICY_SESSION, HT, NT, RC, RH, ST
 from ..crypto import HASHES
 from ..entity import resolve
 from ..errors import TpmError
-from ..handles import TPMI_RH_HIERARCHY_NULL, handle_param
+from ..handles import TPMI_RH_NV_AUTH, TPMI_RH_NV_INDEX, ticket_param
+from ..objects import check_object_handle
 from ..registry import COMMANDS, Auth, HandleSpec, command
+from ..signatures import TPMT_SIGNATURE
 from ..state import SessionState
 from ..wire import (INT32, MAX_ACTIVE_SESSIONS, TPM2B_DIGEST, TPM2B_NAME, TPM2B_NONCE,
                     TPML_PCR_SELECTION, TPMS_TIME_INFO, UINT8, UINT16, UINT32, Checked,
@@ -31,6 +33,7 @@ from ..wire import (INT32, MAX_ACTIVE_SESSIONS, TPM2B_DIGEST, TPM2B_NAME, TPM2B_
 from .clock import time_info
 from .hash import TICKET_HASH, hierarchy_proof
 from .session import check_entity
+from .signing import verified_ticket
 from .testing import TPMI_YES_NO, YES
 
 if TYPE_CHECKING:
@@ -304,6 +307,8 @@ def entity_hierarchy(ctx: CommandContext, handle: int) -> int:
         return handle
     if handle >> 24 in (HT.TRANSIENT, HT.PERSISTENT):
         return objects.lookup(ctx.tpm, handle).hierarchy
+    if handle >> 24 == HT.NV_INDEX:
+        return nv.hierarchy_of(nv.lookup(ctx.tpm, handle))
     return RH.OWNER
 
 
@@ -320,6 +325,29 @@ def auth_ticket(ctx: CommandContext, tag: int, hierarchy: int, timeout: int,
     digest = HASHES[TICKET_HASH].hmac(hierarchy_proof(ctx.tpm, hierarchy), tag.to_bytes(2, "big"),
                                       cp_hash, policy_ref, name, tail)
     return dict(tag=tag, hierarchy=hierarchy, digest=digest)
+
+
+def ticket_output(ctx: CommandContext, tag: int, entity: int, issue: bool, timeout: int,
+                  nonce_tpm: bytes, cp_hash: bytes, policy_ref: bytes,
+                  name: bytes) -> tuple[bytes, dict]:
+    """The timeout and TPMT_TK_AUTH TPM2_PolicySigned and TPM2_PolicySecret return. With
+    ``issue`` (a negative expiration in a policy session): the timeout — its top bit set when
+    no nonceTPM ties the authorization to the session, so that it ends at the next TPM Reset
+    (the reference's format, which swtpm returns) — and a ticket of the entity's hierarchy for
+    TPM2_PolicyTicket; otherwise an empty timeout and the NULL ticket."""
+    if not issue:
+        return b"", dict(tag=tag, hierarchy=RH.NULL, digest=b"")
+    expires_on_reset = not nonce_tpm
+    ticket = auth_ticket(ctx, tag, entity_hierarchy(ctx, entity), timeout, expires_on_reset,
+                         cp_hash, policy_ref, name)
+    flag = EXPIRATION_BIT if expires_on_reset else 0
+    return (timeout | flag).to_bytes(8, "big"), ticket
+
+
+def _is_pin_pass(ctx: CommandContext, handle: int) -> bool:
+    """Whether ``handle`` is an NV index of type TPM_NT_PIN_PASS."""
+    return (handle >> 24 == HT.NV_INDEX
+            and nv.nv_type(nv.lookup(ctx.tpm, handle).attributes) == NT.PIN_PASS)
 
 
 @command(CC.PolicySecret,
@@ -340,28 +368,18 @@ def policy_secret(ctx: CommandContext, auth_handle: int, handle: int, nonce_tpm:
         policy_parameter_checks(ctx, session, timeout, cp_hash, nonce_tpm, 1, 2, 4)
     name = resolve(ctx.tpm, auth_handle).name
     policy_context_update(session, CC.PolicySecret, name, policy_ref, cp_hash, timeout)
-    if expiration < 0 and not session.trial:
-        expires_on_reset = not nonce_tpm
-        ticket = auth_ticket(ctx, ST.AUTH_SECRET, entity_hierarchy(ctx, auth_handle), timeout,
-                             expires_on_reset, cp_hash, policy_ref, name)
-        flag = EXPIRATION_BIT if expires_on_reset else 0
-        return (timeout | flag).to_bytes(8, "big"), ticket
-    return b"", dict(tag=ST.AUTH_SECRET, hierarchy=RH.NULL, digest=b"")
+    # No ticket for a PIN Pass index: each use must count in its pinCount (the reference's
+    # NvIsPinPassIndex() exception).
+    issue = expiration < 0 and not session.trial and not _is_pin_pass(ctx, auth_handle)
+    return ticket_output(ctx, ST.AUTH_SECRET, auth_handle, issue, timeout, nonce_tpm, cp_hash,
+                         policy_ref, name)
 
 
 # ---------------------------------------------------------------------------- PolicyTicket
 
 
-def _check_auth_ticket_tag(tag: int) -> None:
-    # Part 2 §10.7.5: a TPMT_TK_AUTH is a TPM_ST_AUTH_SIGNED or TPM_ST_AUTH_SECRET ticket.
-    if tag not in (ST.AUTH_SIGNED, ST.AUTH_SECRET):
-        raise TpmError(RC.TAG, detail=f"tag 0x{tag:04x} is no authorization ticket")
-
-
-#: TPMT_TK_AUTH as a command parameter: the tag and hierarchy (TPMI_RH_HIERARCHY+) checked.
-TPMT_TK_AUTH_IN = c.Struct("tag" / Checked(UINT16, _check_auth_ticket_tag),
-                           "hierarchy" / handle_param(TPMI_RH_HIERARCHY_NULL),
-                           "digest" / TPM2B_DIGEST)
+#: TPMT_TK_AUTH as a command parameter (Part 2 §10.7.5): from PolicySigned or PolicySecret.
+TPMT_TK_AUTH_IN = ticket_param("authorization", ST.AUTH_SIGNED, ST.AUTH_SECRET)
 
 
 @command(CC.PolicyTicket, handles=(POLICY_SESSION,),
@@ -500,3 +518,161 @@ def policy_duplication_select(ctx: CommandContext, handle: int, object_name: byt
     sessions.policy_update(session, CC.PolicyDuplicationSelect, selected, new_parent_name,
                            bytes([include_object]))
     session.command_code = CC.Duplicate
+
+
+# ---------------------------------------------------------------------------- NV policies
+
+
+def _nv_read_checks(ctx: CommandContext, auth_handle: int, nv_index: int) -> nv.NvIndexState:
+    """The read checks TPM2_PolicyNV and TPM2_PolicyAuthorizeNV make of the index (the
+    reference's NvReadAccessChecks(); a PIN index that authorized itself counts the use)."""
+    index = nv.lookup(ctx.tpm, nv_index)
+    if auth_handle == nv_index and nv.is_pin(index.attributes):
+        nv.pin_authorized(ctx.tpm, index)
+        ctx.tpm._commit_permanent()
+    nv.check_read_access(auth_handle, index)
+    return index
+
+
+@command(CC.PolicyNV,
+         handles=(HandleSpec("authHandle", TPMI_RH_NV_AUTH, Auth.USER),
+                  HandleSpec("nvIndex", TPMI_RH_NV_INDEX), POLICY_SESSION),
+         params=(TPM2B_OPERAND, UINT16, TPM_EO))
+def policy_nv(ctx: CommandContext, auth_handle: int, nv_index: int, handle: int,
+              operand: bytes, offset: int, operation: int) -> None:
+    """Part 3 §23.8: the policy holds only while the index's data at ``offset`` compares as
+    asked with operandB. A real session reads the index with the read checks of NV_Read
+    (TPM_RC_NV_AUTHORIZATION, TPM_RC_NV_LOCKED, TPM_RC_NV_UNINITIALIZED), an offset beyond
+    the index is TPM_RC_VALUE + P2, an operand reaching past its end TPM_RC_SIZE + P1, an
+    unmet condition TPM_RC_POLICY; a trial session checks nothing. Update:
+    H(digest || TPM_CC_PolicyNV || H(operandB || offset || operation) || nvIndex Name)."""
+    session = _session(ctx, handle)
+    if not session.trial:
+        index = _nv_read_checks(ctx, auth_handle, nv_index)
+        if offset > index.data_size:
+            raise TpmError(RC.VALUE, parameter=2, detail=f"offset {offset} beyond the index")
+        if index.data_size - offset < len(operand):
+            raise TpmError(RC.SIZE, parameter=1, detail="operandB reaches past the index")
+        data = nv.read_data(ctx.tpm, index)[offset:offset + len(operand)]
+        if not check_condition(operation, data, operand):
+            raise TpmError(RC.POLICY, detail="NV condition not met")
+    operand_update(session, CC.PolicyNV, operand, offset, operation,
+                   nv.name(nv.lookup(ctx.tpm, nv_index)))
+
+
+@command(CC.PolicyAuthorizeNV,
+         handles=(HandleSpec("authHandle", TPMI_RH_NV_AUTH, Auth.USER),
+                  HandleSpec("nvIndex", TPMI_RH_NV_INDEX), POLICY_SESSION))
+def policy_authorize_nv(ctx: CommandContext, auth_handle: int, nv_index: int,
+                        handle: int) -> None:
+    """Part 3 §23.22: the session's policyDigest must be the TPMT_HA stored in the index (read
+    with the read checks of NV_Read): another hash algorithm is TPM_RC_HASH, another digest
+    (or data that is no TPMT_HA) TPM_RC_VALUE. Then policyDigest := H(0...0 ||
+    TPM_CC_PolicyAuthorizeNV || nvIndex Name) — the policy can be changed by rewriting the
+    index. A trial session checks nothing."""
+    session = _session(ctx, handle)
+    if not session.trial:
+        index = _nv_read_checks(ctx, auth_handle, nv_index)
+        data = nv.read_data(ctx.tpm, index)
+        alg = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+        if alg != session.auth_hash:
+            raise TpmError(RC.HASH, detail="the index holds a digest of another algorithm")
+        size = HASHES[alg].size
+        if len(data) < 2 + size or not _hmac.compare_digest(data[2:2 + size],
+                                                            session.policy_digest):
+            raise TpmError(RC.VALUE, detail="policyDigest is not the one in the index")
+    session.policy_digest = bytes(HASHES[session.auth_hash].size)
+    sessions.policy_update(session, CC.PolicyAuthorizeNV, nv.name(nv.lookup(ctx.tpm, nv_index)))
+
+
+
+@command(CC.PolicyNvWritten, handles=(POLICY_SESSION,), params=(TPMI_YES_NO,))
+def policy_nv_written(ctx: CommandContext, handle: int, written_set: int) -> None:
+    """Part 3 §23.21: the session authorizes only an NV index whose TPMA_NV_WRITTEN is
+    ``writtenSet`` (checked when the session is used: TPM_RC_POLICY_FAIL otherwise, also for
+    an entity that is no NV index). Asserting the opposite of an earlier PolicyNvWritten is
+    TPM_RC_VALUE + P1. Update: H(digest || TPM_CC_PolicyNvWritten || writtenSet)."""
+    session = _session(ctx, handle)
+    state = written_set == YES
+    if session.nv_written_check and session.nv_written_state != state:
+        raise TpmError(RC.VALUE, parameter=1, detail="contradicts an earlier PolicyNvWritten")
+    session.nv_written_check, session.nv_written_state = True, state
+    sessions.policy_update(session, CC.PolicyNvWritten, bytes([written_set]))
+
+# ---------------------------------------------------------------------------- PolicySigned
+
+
+def signature_hash(signature: Any) -> int:
+    """The hash algorithm of a TPMT_SIGNATURE (the reference's CryptGetSignHashAlg())."""
+    if signature.sigAlg == ALG.HMAC:
+        return signature.signature.hashAlg
+    return signature.signature.hash
+
+
+@command(CC.PolicySigned,
+         handles=(HandleSpec("authObject", check_object_handle), POLICY_SESSION),
+         params=(TPM2B_NONCE, TPM2B_DIGEST, TPM2B_NONCE, INT32, TPMT_SIGNATURE),
+         response=(TPM2B_TIMEOUT, TPMT_TK_AUTH))
+def policy_signed(ctx: CommandContext, auth_object: int, handle: int, nonce_tpm: bytes,
+                  cp_hash: bytes, policy_ref: bytes, expiration: int,
+                  auth: Any) -> tuple[bytes, dict]:
+    """Part 3 §23.3: the holder of authObject's private key approved this policy by signing
+    aHash := H_sigHash(nonceTPM || expiration || cpHashA || policyRef) (expiration as the
+    32-bit two's complement). In a policy session the parameters are checked (nonceTPM P1,
+    cpHashA P2, expiration P4), then the signature (TPM_RC_SIGNATURE/SCHEME/HANDLE + P5) —
+    with any key, signing attribute or not (the reference's CryptValidateSignature()). A
+    trial session checks nothing. Update: H(H(digest || TPM_CC_PolicySigned ||
+    authObject.Name) || policyRef). A negative expiration of a policy session returns the
+    timeout and a ticket for TPM2_PolicyTicket, as TPM2_PolicySecret does."""
+    session = _session(ctx, handle)
+    key = sequences.loaded_object(ctx.tpm, auth_object)
+    timeout = 0
+    if not session.trial:
+        timeout = auth_timeout(ctx, session, expiration, nonce_tpm)
+        policy_parameter_checks(ctx, session, timeout, cp_hash, nonce_tpm, 1, 2, 4)
+        a_hash = HASHES[signature_hash(auth)].digest(
+            nonce_tpm, (expiration & 0xFFFFFFFF).to_bytes(4, "big"), cp_hash, policy_ref)
+        if key is None:
+            raise TpmError(RC.SCHEME, parameter=5, detail="a sequence cannot verify")
+        try:
+            signatures.verify(key, a_hash, auth)
+        except TpmError as exc:
+            raise TpmError(exc.rc, parameter=5, detail=exc.detail) from None
+    name = resolve(ctx.tpm, auth_object).name
+    policy_context_update(session, CC.PolicySigned, name, policy_ref, cp_hash, timeout)
+    return ticket_output(ctx, ST.AUTH_SIGNED, auth_object, expiration < 0 and not session.trial,
+                         timeout, nonce_tpm, cp_hash, policy_ref, name)
+
+
+# ---------------------------------------------------------------------------- PolicyAuthorize
+
+
+#: TPMT_TK_VERIFIED as a command parameter (Part 2 §10.7.4): from TPM2_VerifySignature.
+TPMT_TK_VERIFIED_IN = ticket_param("verification", ST.VERIFIED)
+
+
+@command(CC.PolicyAuthorize, handles=(POLICY_SESSION,),
+         params=(TPM2B_DIGEST, TPM2B_NONCE, TPM2B_NAME, TPMT_TK_VERIFIED_IN))
+def policy_authorize(ctx: CommandContext, handle: int, approved_policy: bytes,
+                     policy_ref: bytes, key_sign: bytes, check_ticket: Any) -> None:
+    """Part 3 §23.16: replace the policy reached so far by the authority's: if the session's
+    policyDigest is approvedPolicy (TPM_RC_VALUE + P1) and checkTicket is the TPM2_VerifySignature
+    ticket of the key named keySign over aHash := H_keyNameAlg(approvedPolicy || policyRef)
+    (TPM_RC_VALUE + P4), the digest becomes H(H(0...0 || TPM_CC_PolicyAuthorize || keySign) ||
+    policyRef). keySign must be a Name of a hash this TPM has (TPM_RC_HASH + P3) and of that
+    hash's size (TPM_RC_SIZE + P3), also in a trial session, which checks nothing else."""
+    session = _session(ctx, handle)
+    alg = int.from_bytes(key_sign[:2], "big") if len(key_sign) >= 2 else ALG.NULL
+    if alg not in HASHES:
+        raise TpmError(RC.HASH, parameter=3, detail="keySign is no Name of a known hash")
+    if len(key_sign) - 2 != HASHES[alg].size:
+        raise TpmError(RC.SIZE, parameter=3, detail="keySign has the wrong size")
+    if not session.trial:
+        if not _hmac.compare_digest(session.policy_digest, approved_policy):
+            raise TpmError(RC.VALUE, parameter=1, detail="not the policy reached so far")
+        a_hash = HASHES[alg].digest(approved_policy, policy_ref)
+        expected = verified_ticket(ctx.tpm, check_ticket.hierarchy, a_hash, key_sign)
+        if not _hmac.compare_digest(expected["digest"], check_ticket.digest):
+            raise TpmError(RC.VALUE, parameter=4, detail="checkTicket does not verify")
+    session.policy_digest = bytes(len(session.policy_digest))
+    policy_context_update(session, CC.PolicyAuthorize, key_sign, policy_ref, b"", 0)
