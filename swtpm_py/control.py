@@ -100,13 +100,13 @@ class Cap(enum.IntFlag):
     LOCK_STORAGE = 1 << 16
 
 
-#: Exactly the capabilities implemented below: 0xffff, what swtpm 0.7.1 reports. LOCK_STORAGE
-#: (newer swtpm) is not implemented: the state is locked for the whole life of the process.
+#: Exactly the capabilities implemented below: 0x1ffff, what swtpm >= 0.8 reports (0.7.1
+#: reports 0xffff: it has no LOCK_STORAGE).
 CAPABILITIES = (Cap.INIT | Cap.SHUTDOWN | Cap.GET_TPMESTABLISHED | Cap.SET_LOCALITY
                 | Cap.HASHING | Cap.CANCEL_TPM_CMD | Cap.STORE_VOLATILE
                 | Cap.RESET_TPMESTABLISHED | Cap.GET_STATEBLOB | Cap.SET_STATEBLOB
                 | Cap.STOP | Cap.GET_CONFIG | Cap.SET_DATAFD | Cap.SET_BUFFERSIZE
-                | Cap.GET_INFO | Cap.SEND_COMMAND_HEADER)
+                | Cap.GET_INFO | Cap.SEND_COMMAND_HEADER | Cap.LOCK_STORAGE)
 
 #: swtpm's receive buffer: the code plus the largest body (ptm_hdata: length + 4096 bytes).
 REQUEST_BUFFER = 4 + 4 + 4096
@@ -120,6 +120,7 @@ BODY_SIZE: dict[int, int] = {
     Cmd.SET_LOCALITY: 1,          # u8 locality (QEMU pads it to 4 bytes)
     Cmd.RESET_TPMESTABLISHED: 1,  # u8 locality
     Cmd.GET_STATEBLOB: 12,        # state_flags, type, offset
+    Cmd.LOCK_STORAGE: 4,          # u32 retries
 }
 
 #: Codes whose body carries a u32 length at this offset followed by that many bytes: the
@@ -653,6 +654,22 @@ class Device:
         return Reply(struct.pack(">IIII", Res.SUCCESS, self.buffer_size, BUFFER_SIZE_MIN,
                                  BUFFER_SIZE_MAX))
 
+    def _lock_storage(self, req: Request, _fd_ok: bool) -> Reply:
+        """Newer swtpm's CMD_LOCK_STORAGE: make sure this process holds the lock on the TPM
+        state, retrying every 10 ms up to ``retries`` times (QEMU >= 7.1 sends it with 300
+        when the VM runs again after its TPM state was saved -- savevm, a migration that fell
+        back -- since swtpm ``--migration release-lock-outgoing`` lets go of the lock once the
+        state is out).
+
+        swtpm_py takes the lock when it opens the state, before it serves anything (the
+        directory's ``.lock``, or the blobstore image's locks), and releases it only when the
+        process ends: it has no ``--migration release-lock-outgoing``. So the lock is held
+        whenever this runs and no retry is ever needed. With locking turned off (``--tpmstate
+        ...,lock=false``) there is nothing to lock; swtpm answers success then too."""
+        (retries,) = struct.unpack(">I", req.body)
+        log.debug("LOCK_STORAGE (%d retries): the state has been locked since start", retries)
+        return result(Res.SUCCESS)
+
     def _get_info(self, req: Request, _fd_ok: bool) -> Reply:
         flags, offset = struct.unpack_from(">QI", req.body)
         text = info_json(flags).encode()
@@ -724,4 +741,5 @@ CONTROL_COMMANDS: dict[int, ControlSpec] = {
     Cmd.SET_DATAFD: ControlSpec(Device._set_datafd, body=(0, None)),
     Cmd.SET_BUFFERSIZE: ControlSpec(Device._set_buffersize, body=(4, None)),
     Cmd.GET_INFO: ControlSpec(Device._get_info, body=(16, None)),
+    Cmd.LOCK_STORAGE: ControlSpec(Device._lock_storage, body=(4, 4)),
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from swtpm_py.control import (BUFFER_SIZE_MAX, BUFFER_SIZE_MIN, CAPABILITIES, FA
 from swtpm_py.tpm import MemoryStorage, Platform, Tpm
 from swtpm_py.tpm.constants import ALG, CC, SU
 from swtpm_py.tpm.state import BlobKind, VolatileData, decode_blob
+from emulator import Emulator
 from tpmcmd import cmd, pcr_extend, pcr_read, pcr_values, rc, read_clock_info, shutdown, startup, with_auth
 
 READ_CLOCK = cmd(CC.ReadClock)
@@ -122,7 +124,8 @@ STATE_TABLE = [
     (Cmd.GET_STATEBLOB, struct.pack(">III", 1, 3, 0), Res.BAD_ORDINAL, Res.RETRY),
     # SET_STATEBLOB is the other way round: only while the TPM is not running.
     (Cmd.SET_STATEBLOB, struct.pack(">III", 0, 3, 0), Res.SUCCESS, Res.BAD_ORDINAL),
-    (Cmd.LOCK_STORAGE, b"\0" * 4, Res.BAD_ORDINAL, Res.BAD_ORDINAL),  # unknown to 0.7.1
+    # Newer swtpm's (0.7.1 does not know it: TPM_BAD_ORDINAL); any run state.
+    (Cmd.LOCK_STORAGE, b"\0" * 4, Res.SUCCESS, Res.SUCCESS),
     (0x14, b"", Res.BAD_ORDINAL, Res.BAD_ORDINAL),
     (0xFFFFFFFF, b"", Res.BAD_ORDINAL, Res.BAD_ORDINAL),
 ]
@@ -205,8 +208,8 @@ def test_shutdown_replies_then_asks_to_exit() -> None:
 def test_capabilities_are_exactly_the_implemented_commands() -> None:
     dev = make_device()
     reply = ctl(dev, Cmd.GET_CAPABILITY)
-    # 0xffff: what swtpm 0.7.1 reports (everything but LOCK_STORAGE, which came later).
-    assert len(reply) == 8 and struct.unpack(">Q", reply)[0] == CAPABILITIES == 0xFFFF
+    # 0x1ffff: what swtpm >= 0.8 reports (0.7.1: 0xffff, everything but LOCK_STORAGE).
+    assert len(reply) == 8 and struct.unpack(">Q", reply)[0] == CAPABILITIES == 0x1FFFF
     bit_for = {Cmd.INIT: Cap.INIT, Cmd.SHUTDOWN: Cap.SHUTDOWN,
                Cmd.GET_TPMESTABLISHED: Cap.GET_TPMESTABLISHED, Cmd.SET_LOCALITY: Cap.SET_LOCALITY,
                Cmd.HASH_START: Cap.HASHING, Cmd.CANCEL_TPM_CMD: Cap.CANCEL_TPM_CMD,
@@ -223,7 +226,8 @@ def test_capabilities_are_exactly_the_implemented_commands() -> None:
         body = {Cmd.INIT: b"\0\0\0\0", Cmd.SET_LOCALITY: b"\0", Cmd.RESET_TPMESTABLISHED: b"\3",
                 Cmd.SET_BUFFERSIZE: b"\0" * 4, Cmd.GET_INFO: b"\0" * 16,
                 Cmd.HASH_DATA: b"\0" * 4, Cmd.GET_STATEBLOB: struct.pack(">III", 1, 1, 0),
-                Cmd.SET_STATEBLOB: struct.pack(">III", 0, 3, 0)}.get(code, b"")
+                Cmd.SET_STATEBLOB: struct.pack(">III", 0, 3, 0),
+                Cmd.LOCK_STORAGE: b"\0" * 4}.get(code, b"")
         known = res(ctl(dev, code, body, data_fd_allowed=True)) != Res.BAD_ORDINAL
         assert known == bool(CAPABILITIES & bit), code.name
     # QEMU refuses a TPM 2 backend without these (REFERENCE.md §1).
@@ -361,6 +365,59 @@ def test_get_info_formats_like_swtpm() -> None:
     assert info(1, len(spec)) == struct.pack(">I", Res.BAD_PARAMETER)
     assert ctl(dev, Cmd.GET_INFO, struct.pack(">QI", 1, 0)) == struct.pack(">I", 3)
     assert info(1, extra=b"abcd")[12:] == spec.encode() + b"\0"   # extra bytes are ignored
+
+
+# ---------------------------------------------------------------------------- LOCK_STORAGE
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b"", Res.BAD_PARAMETER), (b"\0" * 3, Res.BAD_PARAMETER), (b"\0" * 5, Res.BAD_PARAMETER),
+    (struct.pack(">I", 0), Res.SUCCESS), (struct.pack(">I", 300), Res.SUCCESS)])
+def test_lock_storage_takes_exactly_a_retry_count(body: bytes, expected: int) -> None:
+    assert res(ctl(make_device(), Cmd.LOCK_STORAGE, body)) == expected
+
+
+def test_parser_waits_for_the_retry_count_of_lock_storage() -> None:
+    parser = RequestParser()
+    assert parser.feed(struct.pack(">I", Cmd.LOCK_STORAGE)) == []
+    assert parser.pending
+    (req,) = parser.feed(struct.pack(">I", 300))
+    assert (req.code, req.body) == (Cmd.LOCK_STORAGE, struct.pack(">I", 300))
+
+
+def _lock_storage(emu: Emulator) -> tuple[int, float]:
+    """LOCK_STORAGE with QEMU's 300 retries over the emulator's control socket: the result
+    and the seconds it took."""
+    start = time.monotonic()
+    reply = emu.ctrl(Cmd.LOCK_STORAGE, struct.pack(">I", 300), reply_size=4)
+    return res(reply), time.monotonic() - start
+
+
+@pytest.mark.parametrize("state", ["dir", "qcow2"])
+def test_lock_storage_answers_with_the_state_locked(tmp_path, state: str) -> None:
+    """swtpm_py locks its state at start: LOCK_STORAGE succeeds at once (no retry), and the
+    lock it reports is real: neither a second swtpm_py nor the real swtpm can open the same
+    state while it runs. The real swtpm 0.7.1 does not know the command (TPM_BAD_ORDINAL);
+    newer swtpm answers success in the same situation."""
+    if state == "dir":
+        emu = Emulator("swtpm_py", tmp_path / "state")
+        rivals = [Emulator("swtpm_py", tmp_path / "state"), Emulator("swtpm", tmp_path / "state")]
+    else:
+        image = tmp_path / "tpm.qcow2"
+        args = ["--tpmstate", f"backend-uri=blobstore://{image}"]
+        emu = Emulator("swtpm_py", tmp_path / "logs", extra_args=args, tpmstate=False)
+        rivals = [Emulator("swtpm_py", tmp_path / "logs2", extra_args=args, tpmstate=False)]
+    with emu:
+        result, seconds = _lock_storage(emu)
+        assert result == Res.SUCCESS and seconds < 0.3
+        for rival in rivals:
+            with pytest.raises(RuntimeError, match="exited with 1"):
+                rival.start(timeout=20)
+        # Still the one TPM, serving.
+        assert rc(emu.command(READ_CLOCK)) == 0
+        assert _lock_storage(emu)[0] == Res.SUCCESS
+    with Emulator("swtpm", tmp_path / "reference") as ref:
+        assert _lock_storage(ref)[0] == Res.BAD_ORDINAL
 
 
 def test_set_datafd_rules() -> None:
