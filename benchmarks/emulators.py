@@ -2,7 +2,8 @@
 
 A copy of the launching logic of tests/emulator.py, kept here so that the benchmarks depend on
 nothing but the installed programs: data port P and control port P+1 on 127.0.0.1, flags
-``not-need-init,startup-clear`` (what tpm2-tss users run), a throw-away state directory.
+``not-need-init,startup-clear`` (what tpm2-tss users run), a throw-away state directory (or,
+for swtpm_py, a blobstore image in it).
 """
 
 from __future__ import annotations
@@ -75,12 +76,26 @@ def read_response(sock: socket.socket) -> bytes:
 class Emulator:
     """One emulator process on a free port pair, with a temporary state directory."""
 
-    def __init__(self, kind: str, program: list[str] | None = None) -> None:
+    def __init__(self, kind: str, program: list[str] | None = None,
+                 backend: str = "dir") -> None:
+        """``backend`` is where the state lives: ``dir`` (``--tpmstate dir=...``, both
+        emulators) or, for swtpm_py, ``raw`` / ``qcow2``: a blobstore image created in the
+        throw-away directory on first start (``--blobstore name=tpm,drive=d0,create --drive
+        id=d0,file=...,format=...``)."""
         self.kind = kind
         self.program = program or COMMANDS[kind]
+        self.backend = backend
         self.port = 0
         self.state_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
         self.proc: subprocess.Popen | None = None
+
+    def state_args(self) -> list[str]:
+        """The command-line options that say where the TPM state lives."""
+        if self.backend == "dir":
+            return ["--tpmstate", f"dir={self.state_dir}"]
+        image = self.state_dir / f"tpm.{self.backend}"
+        return ["--blobstore", "name=tpm,drive=d0,create",
+                "--drive", f"id=d0,file={image},format={self.backend}"]
 
     @property
     def ctrl_port(self) -> int:
@@ -94,7 +109,7 @@ class Emulator:
             "socket", "--tpm2",
             "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
             "--ctrl", f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
-            "--tpmstate", f"dir={self.state_dir}",
+            *self.state_args(),
             "--flags", "not-need-init,startup-clear"]
         log = open(self.state_dir / "emulator.log", "wb")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
