@@ -6,7 +6,8 @@
 #
 # Installs, only when missing: the Debian packages (the reference swtpm and swtpm_ioctl,
 # tpm2-tools, libtss2 + a compiler for tpm2-pytss, qemu-img), .venv, the project with its
-# `test` extra, and the Linux guest's kernel and busybox (cached). The exit code is pytest's, except that "no tests ran" (5) is a failure too.
+# `test` extra, and the Linux guest's kernel and busybox (cached). The exit code is pytest's,
+# except that "no tests ran" (5) is a failure too.
 set -euo pipefail
 
 # shellcheck source=scripts/setup.sh
