@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import struct
+
 import construct as c
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from swtpm_py.tpm import wire
 from swtpm_py.tpm.constants import ALG, RC
@@ -82,3 +87,35 @@ def test_pcr_select_size_limits():
     with pytest.raises(TpmError) as err:
         wire.TPMS_PCR_SELECTION.parse(b"\x00\x04\x05" + b"\x00" * 5)
     assert err.value.rc == RC.VALUE
+
+
+def _outcome(parse, data: bytes) -> tuple:
+    """(value, bytes consumed) of a parse, or the TPM_RC it raised."""
+    stream = io.BytesIO(data)
+    try:
+        value = parse(stream)
+    except TpmError as exc:
+        return ("rc", exc.rc)
+    return (value, stream.tell())
+
+
+def _by_construct(stream: io.BytesIO) -> tuple[int, bytes, int, bytes]:
+    s = wire.parse_stream(wire.TPMS_AUTH_COMMAND, stream)
+    return s.sessionHandle, s.nonce, s.sessionAttributes, s.hmac
+
+
+_SESSION_HANDLES = st.sampled_from([0x40000009, 0x02000000, 0x0200003F, 0x02000040,
+                                    0x03000001, 0x03000040, 0x40000001, 0])
+
+
+@given(handle=_SESSION_HANDLES, nonce=st.binary(max_size=70), attrs=st.integers(0, 255),
+       mac=st.binary(max_size=70), cut=st.integers(0, 160), junk=st.binary(max_size=8))
+def test_fast_auth_command_parser_is_the_construct_one(handle: int, nonce: bytes, attrs: int,
+                                                       mac: bytes, cut: int,
+                                                       junk: bytes) -> None:
+    """The dispatcher's hand-written TPMS_AUTH_COMMAND parser answers exactly as the construct
+    declaration: the same values and octets consumed, or the same TPM_RC (handle VALUE, nonce
+    and hmac SIZE, RESERVED_BITS, INSUFFICIENT when cut short) — for oversized TPM2Bs too."""
+    data = (struct.pack(">IH", handle, len(nonce)) + nonce + bytes([attrs])
+            + struct.pack(">H", len(mac)) + mac + junk)[:cut]
+    assert _outcome(wire.parse_auth_command, data) == _outcome(_by_construct, data)

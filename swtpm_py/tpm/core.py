@@ -48,7 +48,7 @@ from .pcr import HCRTM_PCR, PCR_ATTRIBUTES, PcrBanks, counts_update, startup_upd
 from .registry import COMMANDS, Auth, CommandSpec
 from .state import (SU_NONE, BlobKind, PersistentData, SavedState, StateClearData, StateError,
                     StateResetData, VolatileData, decode_blob, encode_blob)
-from .wire import TPMS_AUTH_COMMAND, parse_stream
+from .wire import parse_auth_command, parse_stream
 
 log = logging.getLogger("swtpm_py.tpm")
 
@@ -645,10 +645,9 @@ class Tpm:
                 # Part 1 §18.7: at most three sessions; the error names the fourth.
                 raise TpmError(RC.SIZE, session=n, detail="more than three sessions")
             try:
-                s = parse_stream(TPMS_AUTH_COMMAND, area)
+                session = _Session(*parse_auth_command(area))
             except TpmError as exc:
                 raise TpmError(for_session(exc.rc, n), detail=exc.detail) from None
-            session = _Session(s.sessionHandle, s.nonce, s.sessionAttributes, s.hmac)
             if session.handle == RH.PW:
                 # Part 1 §19.8.3: a password session is only an authorization: no audit,
                 # encrypt or decrypt, and an empty nonce.

@@ -196,6 +196,34 @@ TPMS_AUTH_COMMAND = c.Struct(
     "sessionAttributes" / TPMA_SESSION,
     "hmac" / TPM2B_AUTH,
 )
+def _read(stream: io.BytesIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise TpmError(RC.INSUFFICIENT, detail=f"needed {n} octets, got {len(data)}")
+    return data
+
+
+def _read_tpm2b(stream: io.BytesIO, max_size: int) -> bytes:
+    size = int.from_bytes(_read(stream, 2), "big")
+    if size > max_size:
+        raise TpmError(RC.SIZE, detail=f"TPM2B size {size} > {max_size}")
+    return _read(stream, size)
+
+
+def parse_auth_command(stream: io.BytesIO) -> tuple[int, bytes, int, bytes]:
+    """One TPMS_AUTH_COMMAND from ``stream``: (sessionHandle, nonce, sessionAttributes, hmac),
+    each field read and checked in order exactly as :data:`TPMS_AUTH_COMMAND` parses it (the
+    tests hold the two equal), without construct's per-field overhead: every command with an
+    authorization area goes through here (about a quarter of an HMAC-session command's time
+    before)."""
+    handle = int.from_bytes(_read(stream, 4), "big")
+    _check_auth_session(handle)
+    nonce = _read_tpm2b(stream, MAX_DIGEST_SIZE)
+    attributes = _read(stream, 1)[0]
+    _check_session_attributes(attributes)
+    return handle, nonce, attributes, _read_tpm2b(stream, MAX_DIGEST_SIZE)
+
+
 #: One entry of a response's authorization area (TPMS_AUTH_RESPONSE, Part 2 §10.13.3).
 TPMS_AUTH_RESPONSE = compiled(c.Struct(
     "nonce" / TPM2B_NONCE, "sessionAttributes" / UINT8, "hmac" / TPM2B_AUTH,
