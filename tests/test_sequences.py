@@ -603,3 +603,20 @@ def test_sequence_survives_store_volatile_and_restart(tmp_path: Path, kind: str)
                            for alg, name in BANKS.items()}
     finally:
         emu.cleanup()
+
+
+@pytest.mark.parametrize("kind, alg, ticket, auth, key, data", [
+    (sequences.Kind.HASH, ALG.SHA256, sequences.Ticket.UNDECIDED, b"", b"", b""),
+    (sequences.Kind.HASH, ALG.SHA1, sequences.Ticket.SAFE, b"pw" * 32, b"", b"x" * 5000),
+    (sequences.Kind.EVENT, ALG.NULL, sequences.Ticket.UNSAFE, b"\x00", b"", b"abc"),
+    (sequences.Kind.HMAC, ALG.SHA512, sequences.Ticket.UNDECIDED, b"a", b"k" * 128, b"\xff"),
+])
+def test_record_parser_reads_the_declared_layout(kind, alg, ticket, auth, key, data) -> None:
+    """The slot record's fast parser and its construct declaration agree: the same sequence
+    and the same offset of the data."""
+    seq = sequences.Sequence(kind, alg, ticket, auth, key)
+    record = seq.header() + data
+    declared = sequences._HEADER.parse(record)
+    assert sequences._parse(record) == (seq, declared.end)
+    assert (declared.kind, declared.hashAlg, declared.ticket, declared.auth, declared.key) == \
+        (kind, alg, ticket, auth, key)
