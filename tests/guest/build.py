@@ -1,12 +1,14 @@
-"""The Linux guest of tests/test_qemu_linux.py: a Debian 12 kernel and a busybox initramfs.
+"""The Linux guest of tests/test_qemu_linux.py and tests/test_qemu_nv.py: a Debian 12 kernel
+and a busybox initramfs.
 
 Both come from Debian's own packages, fetched with ``apt-get download`` the first time and
 cached (``$SWTPM_PY_GUEST_DIR``, else ``~/.cache/swtpm_py/guest``): the kernel of the
 ``linux-image-amd64`` metapackage's current dependency, and ``busybox-static``. Debian's kernel
 has the TPM drivers built in (CONFIG_TCG_TPM, CONFIG_TCG_TIS, CONFIG_TCG_CRB,
 CONFIG_HW_RANDOM_TPM are ``y``; :func:`kernel` checks its config), so the initramfs needs no
-modules: only busybox, ``tests/guest/init`` and the TPM commands the test wants sent, one file
-each under ``/cmds``. The initramfs is a gzipped newc cpio archive written here in Python.
+modules: only busybox, ``tests/guest/init`` (or ``tests/guest/init-steps``, which sends the
+commands in steps the test starts) and the TPM commands the test wants sent, one file each
+under ``/cmds``. The initramfs is a gzipped newc cpio archive written here in Python.
 
 Run ``python tests/guest/build.py`` to fetch the packages ahead of the tests.
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 INIT = HERE / "init"
+#: The /init of tests/test_qemu_nv.py: commands in steps the test starts (see the script).
+INIT_STEPS = HERE / "init-steps"
 #: Kernel options the guest needs built in (no modules are loaded).
 KERNEL_CONFIG = ("CONFIG_TCG_TPM", "CONFIG_TCG_TIS", "CONFIG_TCG_CRB", "CONFIG_HW_RANDOM_TPM",
                  "CONFIG_DEVTMPFS", "CONFIG_SERIAL_8250", "CONFIG_RD_GZIP")
@@ -139,16 +143,17 @@ class Cpio:
         return bytes(self._out)
 
 
-def initramfs(path: Path, commands: dict[str, bytes]) -> Path:
-    """Write the gzipped initramfs to ``path``: busybox, /init, and ``commands`` (name ->
-    raw TPM command) under /cmds, sent by /init in the order of their names."""
+def initramfs(path: Path, commands: dict[str, bytes], init: Path = INIT) -> Path:
+    """Write the gzipped initramfs to ``path``: busybox, /init (``init``: :data:`INIT`, or
+    another script such as :data:`INIT_STEPS`), and ``commands`` (name -> raw TPM command)
+    under /cmds, sent by /init in the order of their names."""
     cpio = Cpio()
     for d in ("bin", "dev", "proc", "sys", "cmds"):
         cpio.directory(d)
     # The kernel opens /dev/console for /init's stdin/stdout before devtmpfs is mounted.
     cpio.char_device("dev/console", 5, 1)
     cpio.file("bin/busybox", busybox().read_bytes(), 0o755)
-    cpio.file("init", INIT.read_bytes(), 0o755)
+    cpio.file("init", init.read_bytes(), 0o755)
     for name, raw in sorted(commands.items()):
         assert re.fullmatch(r"[\w.-]+", name), name
         cpio.file(f"cmds/{name}", raw)
