@@ -182,3 +182,52 @@ def evict_control(auth: int, handle: int, persistent: int, password: bytes = b""
     """TPM2_EvictControl."""
     return authed(CC.EvictControl, struct.pack(">II", auth, handle),
                   struct.pack(">I", persistent), pw(password))
+
+
+# ---------------------------------------------------------------------------- ECC extras
+
+
+def ecc_point(x: bytes, y: bytes) -> bytes:
+    """TPM2B_ECC_POINT."""
+    return b2(b2(x) + b2(y))
+
+
+def ec_ephemeral(curve: int) -> bytes:
+    """TPM2_EC_Ephemeral."""
+    return cmd(CC.EC_Ephemeral, u16(curve))
+
+
+def commit(handle: int, p1: bytes = bytes(4), s2: bytes = b"", y2: bytes = b"",
+           auth: bytes = b"") -> bytes:
+    """TPM2_Commit (``p1`` a TPMS_ECC_POINT's contents: by default the empty point, two empty
+    coordinates, as TPM2B_ECC_POINT may not be empty)."""
+    return authed(CC.Commit, struct.pack(">I", handle), b2(p1) + b2(s2) + b2(y2), pw(auth))
+
+
+def zgen_2phase(handle: int, qsb: tuple[bytes, bytes], qeb: tuple[bytes, bytes],
+                scheme: int, counter: int, auth: bytes = b"") -> bytes:
+    """TPM2_ZGen_2Phase."""
+    return authed(CC.ZGen_2Phase, struct.pack(">I", handle),
+                  ecc_point(*qsb) + ecc_point(*qeb) + u16(scheme, counter), pw(auth))
+
+
+def sign_digest(handle: int, digest: bytes, scheme: bytes = u16(ALG.NULL),
+                auth: bytes = b"") -> bytes:
+    """TPM2_Sign of ``digest`` with ``scheme`` (a TPMT_SIG_SCHEME) and a NULL ticket."""
+    return authed(CC.Sign, struct.pack(">I", handle),
+                  b2(digest) + scheme + struct.pack(">HI", ST.HASHCHECK, RH.NULL) + b2(b""),
+                  pw(auth))
+
+
+def ecc_points(response: bytes, count: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The first ``count`` TPM2B_ECC_POINTs of a successful response's parameters, as
+    (x, y), and the octets after them."""
+    _, stream = _params(response, response[:2] == b"\x80\x02", False)
+    out = []
+    for _ in range(count):
+        size = struct.unpack(">H", stream.read(2))[0]
+        inner = io.BytesIO(stream.read(size))
+        x = inner.read(struct.unpack(">H", inner.read(2))[0]) if size else b""
+        y = inner.read(struct.unpack(">H", inner.read(2))[0]) if size else b""
+        out.append((x, y))
+    return out, stream.read()

@@ -45,7 +45,8 @@ SWTPM_ALG_ATTRIBUTES = {ALG.RSA: 0x9, ALG.SHA1: 0x4, ALG.HMAC: 0x104, ALG.AES: 0
                         ALG.KEYEDHASH: 0x30C, ALG.XOR: 0x6, ALG.SHA256: 0x4, ALG.SHA384: 0x4,
                         ALG.SHA512: 0x4, ALG.RSASSA: 0x101, ALG.RSAES: 0x201,
                         ALG.RSAPSS: 0x101, ALG.OAEP: 0x201, ALG.ECDSA: 0x101, ALG.ECDH: 0x401,
-                        ALG.ECSCHNORR: 0x101, ALG.KDF1_SP800_108: 0x404, ALG.ECC: 0x9,
+                        ALG.ECSCHNORR: 0x101, ALG.ECDAA: 0x101, ALG.KDF1_SP800_108: 0x404,
+                        ALG.ECC: 0x9,
                         ALG.SYMCIPHER: 0x8, ALG.CTR: 0x202, ALG.OFB: 0x202,
                         ALG.CBC: 0x202, ALG.CFB: 0x202, ALG.ECB: 0x202}
 #: Fixed properties whose value is the same choice in swtpm 0.7.1 and swtpm_py.
@@ -221,10 +222,10 @@ def test_algorithms_are_the_registry(tpm: Tpm) -> None:
 
 
 def test_only_algorithms_a_command_can_use_are_listed(tpm: Tpm) -> None:
-    """Nothing is listed before it is implemented (no MGF1, ECDAA, SM2, CMAC ...); the hashes
+    """Nothing is listed before it is implemented (no MGF1, SM2, CMAC ...); the hashes
     are those of the banks and of TPM2_Hash; every listed hash is accepted by TPM2_Hash."""
     listed = {a.alg for a in getcap(tpm.execute, CAP.ALGS)[1]}
-    for alg in (ALG.MGF1, ALG.ECDAA, ALG.SM2, ALG.CMAC, ALG.NULL):
+    for alg in (ALG.MGF1, ALG.SM2, ALG.CMAC, ALG.NULL):
         assert alg not in listed
     hashes = [a for a in listed if algorithms.ALGORITHMS[a].attributes == 0x4]
     assert sorted(hashes) == [ALG.SHA1, ALG.SHA256, ALG.SHA384, ALG.SHA512]
@@ -284,7 +285,7 @@ def test_more_data_semantics(tpm: Tpm, cap: int, start: int) -> None:
 def test_empty_lists_have_no_more_data(tpm: Tpm) -> None:
     """Where nothing is at or after the start, the answer is empty and NO, whatever the
     count."""
-    for cap, start in [(CAP.ECC_CURVES, ECC_CURVE.NIST_P521 + 1),
+    for cap, start in [(CAP.ECC_CURVES, ECC_CURVE.BN_P256 + 1),
                        (CAP.HANDLES, HT.TRANSIENT << 24),
                        (CAP.HANDLES, 24), (CAP.PP_COMMANDS, CC.PP_Commands + 1),
                        (CAP.PCR_PROPERTIES, PT_PCR.AUTH + 1), (CAP.ACT, 0x40000110)]:
@@ -355,7 +356,7 @@ def test_variable_properties_of_a_fresh_tpm(tpm: Tpm) -> None:
     assert set(p) == {q for q in properties.PROPERTIES if not properties.is_fixed(q)}
     for prop, value in SHARED_VARIABLE.items():
         assert p[prop] == value, prop.name
-    assert p[PT.LOADED_CURVES] == len(algorithms.ECC_CURVES) == 3
+    assert p[PT.LOADED_CURVES] == len(algorithms.ECC_CURVES) == 4
     assert p[PT.HR_PERSISTENT_AVAIL] == properties.CAPACITY.nv_bytes // 2048
 
 
@@ -560,11 +561,12 @@ def test_auth_policies(tpm: Tpm) -> None:
 
 
 def test_ecc_curves(tpm: Tpm, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The NIST curves ECC keys use; registered curves are listed in order and
-    counted by TPM_PT_LOADED_CURVES."""
+    """The NIST curves and BN P-256, the curves ECC keys use; registered curves are listed
+    in order and counted by TPM_PT_LOADED_CURVES."""
     assert getcap(tpm.execute, CAP.ECC_CURVES) == (False, [ECC_CURVE.NIST_P256,
                                                            ECC_CURVE.NIST_P384,
-                                                           ECC_CURVE.NIST_P521])
+                                                           ECC_CURVE.NIST_P521,
+                                                           ECC_CURVE.BN_P256])
     monkeypatch.setattr(algorithms, "ECC_CURVES", {})
     algorithms.register_curve(ECC_CURVE.NIST_P384, 384)
     algorithms.register_curve(ECC_CURVE.NIST_P256, 256)
@@ -752,7 +754,8 @@ def test_tool_pcrs_and_handles(any_emulator: Emulator) -> None:
     if any_emulator.kind == "swtpm_py":
         assert curves == {"TPM2_ECC_NIST_P256": ECC_CURVE.NIST_P256,
                           "TPM2_ECC_NIST_P384": ECC_CURVE.NIST_P384,
-                          "TPM2_ECC_NIST_P521": ECC_CURVE.NIST_P521}
+                          "TPM2_ECC_NIST_P521": ECC_CURVE.NIST_P521,
+                          "TPM2_ECC_BN_P256": ECC_CURVE.BN_P256}
     else:
         assert curves["TPM2_ECC_NIST_P256"] == ECC_CURVE.NIST_P256
 

@@ -220,7 +220,8 @@ def test_rsa_binding_errors() -> None:
 # ---------------------------------------------------------------------------- ECC and DRBG
 
 
-@pytest.mark.parametrize("curve_id", sorted(keys.CURVES))
+@pytest.mark.parametrize("curve_id", sorted(c for c, curve in keys.CURVES.items()
+                                             if curve.curve is not None))
 def test_ecc_keys_are_on_their_curve(curve_id: int) -> None:
     """The derived scalar is in [1, n-1], the point is d·G, and ``cryptography`` verifies an
     ECDSA signature made with it."""

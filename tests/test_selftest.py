@@ -334,7 +334,6 @@ SWTPM_TEST_PARMS = {
 NOT_IMPLEMENTED = {
     "keyedhash xor sha256 mgf1": RC.KDF | P1,
     "keyedhash xor sha512 kdf2": RC.KDF | P1,
-    "ecc p256 ecdaa": RC.SCHEME | P1,
 }
 
 

@@ -283,11 +283,15 @@ register(Algorithm(ALG.ECDH, AlgAttr.ASYMMETRIC | AlgAttr.METHOD, frozenset({Rol
                    Details.HASH))
 register(Algorithm(ALG.ECSCHNORR, _SIG, frozenset({Role.ECC_SCHEME, Role.SIG_SCHEME}),
                    Details.HASH))
+# ECDAA (Part 1 "ECDAA"): the anonymous signing scheme whose details carry the commit
+# counter (TPMS_SCHEME_ECDAA); signing pairs with TPM2_Commit (commands/ecc.py).
+register(Algorithm(ALG.ECDAA, _SIG, frozenset({Role.ECC_SCHEME, Role.SIG_SCHEME}),
+                   Details.HASH_COUNT))
 
 #: The signing schemes of each asymmetric key type (the reference's CryptIsAsymSignScheme).
 SIGN_SCHEMES: dict[int, frozenset[int]] = {
     ALG.RSA: frozenset({ALG.RSASSA, ALG.RSAPSS}),
-    ALG.ECC: frozenset({ALG.ECDSA, ALG.ECSCHNORR}),
+    ALG.ECC: frozenset({ALG.ECDSA, ALG.ECDAA, ALG.ECSCHNORR}),
 }
 #: The decryption schemes of each asymmetric key type (CryptIsAsymDecryptScheme): RSA
 #: encryption paddings, and ECDH as the key-exchange "decryption" of an ECC key.
@@ -296,9 +300,10 @@ DECRYPT_SCHEMES: dict[int, frozenset[int]] = {
     ALG.ECC: frozenset({ALG.ECDH}),
 }
 
-# The NIST prime curves of FIPS 186-4 (through ``cryptography``): the curves ECC keys use.
+# The NIST prime curves of FIPS 186-4 (through ``cryptography``) and BN P-256 (pure Python,
+# ecmath.py; the curve of ECDAA): the curves ECC keys use.
 for _curve, _bits in ((ECC_CURVE.NIST_P256, 256), (ECC_CURVE.NIST_P384, 384),
-                      (ECC_CURVE.NIST_P521, 521)):
+                      (ECC_CURVE.NIST_P521, 521), (ECC_CURVE.BN_P256, 256)):
     register_curve(_curve, _bits)
 
 del _alg, _mode, _SIG, _ENC, _curve, _bits

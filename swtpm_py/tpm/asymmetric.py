@@ -4,9 +4,9 @@ TPM2_ECDH_KeyGen / TPM2_ECDH_ZGen (CryptEccPointMultiply()) and TPM2_ECC_Paramet
 reference's curve table).
 
 RSA padding comes from ``cryptography`` (OAEP, PKCS#1 v1.5 encryption) or is done here (the
-"raw" TPM_ALG_NULL scheme, PKCS#1 v1.5 unpadding); ECC points are multiplied here in Jacobian
-coordinates, because ``cryptography`` gives only the x-coordinate of a shared point and the TPM
-returns both.
+"raw" TPM_ALG_NULL scheme, PKCS#1 v1.5 unpadding); ECC points are multiplied by
+:mod:`swtpm_py.tpm.ecmath`, because ``cryptography`` gives only the x-coordinate of a shared
+point (and knows no BN curve) while the TPM returns both.
 
 Where swtpm 0.7.1 (libtpms over OpenSSL) answers differently from the reference's C code, its
 codes are used, and the comment says so: a padding failure or a value that is not below the
@@ -15,15 +15,15 @@ modulus is TPM_RC_FAILURE there (OpenSSL's error, passed on without entering fai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from . import ecmath
 from .constants import ALG, ECC_CURVE, RC
 from .errors import TpmError
-from .keys import CURVES, RSA_DEFAULT_EXPONENT, ecc_public_point
+from .keys import RSA_DEFAULT_EXPONENT
 from .secret import _private_key
 
 _CRYPTO_HASHES = {ALG.SHA1: hashes.SHA1, ALG.SHA256: hashes.SHA256, ALG.SHA384: hashes.SHA384,
@@ -129,113 +129,25 @@ def rsa_decrypt(obj: Any, scheme: Any, ciphertext: bytes, label: bytes) -> bytes
 # ---------------------------------------------------------------------------- ECC
 
 
-@dataclass(frozen=True)
-class CurveParameters:
-    """The domain parameters of a prime curve y² = x³ + ax + b over GF(p) (Part 2 §11.2.5.3
-    TPMS_ALGORITHM_DETAIL_ECC, FIPS 186-4 appendix D.1.2), with the TPM's defaults for it."""
+#: The domain parameters of each implemented curve (p, a, b, G, n, h; :mod:`.ecmath`).
+CURVE_PARAMETERS: dict[int, ecmath.Domain] = ecmath.DOMAINS
 
-    curve_id: int
-    key_bits: int
-    p: int
-    b: int
-    #: The KDF the reference's curve table gives the curve (KDF1_SP800_56A with this hash).
-    kdf_hash: int
-
-    @property
-    def a(self) -> int:
-        """a = -3 for the NIST curves."""
-        return self.p - 3
-
-    @property
-    def size(self) -> int:
-        """Octets of a coordinate."""
-        return CURVES[self.curve_id].size
-
-    @property
-    def n(self) -> int:
-        """The order of the base point."""
-        return CURVES[self.curve_id].order
-
-    @property
-    def generator(self) -> tuple[int, int]:
-        """G, as 1·G."""
-        x, y = ecc_public_point(CURVES[self.curve_id], 1)
-        return int.from_bytes(x, "big"), int.from_bytes(y, "big")
-
-
-#: FIPS 186-4 appendix D.1.2.3-D.1.2.5: p and b of the implemented NIST curves (n and G come
-#: from :data:`swtpm_py.tpm.keys.CURVES`); the cofactor of each is 1.
-CURVE_PARAMETERS: dict[int, CurveParameters] = {c.curve_id: c for c in (
-    CurveParameters(
-        ECC_CURVE.NIST_P256, 256,
-        int("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff", 16),
-        int("5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b", 16),
-        ALG.SHA256),
-    CurveParameters(
-        ECC_CURVE.NIST_P384, 384,
-        int("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
-            "feffffffff0000000000000000ffffffff", 16),
-        int("b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875a"
-            "c656398d8a2ed19d2a85c8edd3ec2aef", 16),
-        ALG.SHA384),
-    CurveParameters(
-        ECC_CURVE.NIST_P521, 521,
-        (1 << 521) - 1,
-        int("0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef1"
-            "09e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b50"
-            "3f00", 16),
-        ALG.SHA512),
-)}
+#: The KDF hash the reference's curve table gives each curve (KDF1_SP800_56A with it); a
+#: curve without one (BN P-256) has TPM_ALG_NULL as its KDF, as swtpm 0.7.1 reports.
+CURVE_KDF_HASH: dict[int, int] = {
+    ECC_CURVE.NIST_P256: ALG.SHA256,
+    ECC_CURVE.NIST_P384: ALG.SHA384,
+    ECC_CURVE.NIST_P521: ALG.SHA512,
+}
 
 #: TPM_ALG_KDF1_SP800_56A (not an algorithm this TPM otherwise offers: only named in the
 #: curve details of TPM2_ECC_Parameters, as in the reference's table).
 KDF1_SP800_56A = 0x0020
 
 
-def on_curve(params: CurveParameters, x: int, y: int) -> bool:
+def on_curve(params: ecmath.Domain, x: int, y: int) -> bool:
     """Whether (x, y) is a point of the curve (coordinates reduced, equation holds)."""
-    p = params.p
-    if not (0 <= x < p and 0 <= y < p):
-        return False
-    return (y * y - (x * x * x + params.a * x + params.b)) % p == 0
-
-
-def _jacobian_double(params: CurveParameters, pt: tuple[int, int, int]) -> tuple[int, int, int]:
-    x, y, z = pt
-    p = params.p
-    if y == 0 or z == 0:
-        return (1, 1, 0)
-    ysq = y * y % p
-    s = 4 * x * ysq % p
-    m = (3 * x * x + params.a * pow(z, 4, p)) % p
-    nx = (m * m - 2 * s) % p
-    ny = (m * (s - nx) - 8 * ysq * ysq) % p
-    nz = 2 * y * z % p
-    return nx, ny, nz
-
-
-def _jacobian_add(params: CurveParameters, p1: tuple[int, int, int],
-                  p2: tuple[int, int, int]) -> tuple[int, int, int]:
-    if p1[2] == 0:
-        return p2
-    if p2[2] == 0:
-        return p1
-    p = params.p
-    x1, y1, z1 = p1
-    x2, y2, z2 = p2
-    z1sq, z2sq = z1 * z1 % p, z2 * z2 % p
-    u1, u2 = x1 * z2sq % p, x2 * z1sq % p
-    s1, s2 = y1 * z2sq * z2 % p, y2 * z1sq * z1 % p
-    if u1 == u2:
-        return _jacobian_double(params, p1) if s1 == s2 else (1, 1, 0)
-    h, r = (u2 - u1) % p, (s2 - s1) % p
-    h2 = h * h % p
-    h3 = h * h2 % p
-    u1h2 = u1 * h2 % p
-    nx = (r * r - h3 - 2 * u1h2) % p
-    ny = (r * (u1h2 - nx) - s1 * h3) % p
-    nz = h * z1 * z2 % p
-    return nx, ny, nz
+    return params.contains(x, y)
 
 
 def point_multiply(curve_id: int, x: bytes, y: bytes, d: int) -> tuple[bytes, bytes]:
@@ -244,23 +156,12 @@ def point_multiply(curve_id: int, x: bytes, y: bytes, d: int) -> tuple[bytes, by
     point at infinity."""
     params = CURVE_PARAMETERS[curve_id]
     px, py = int.from_bytes(x, "big"), int.from_bytes(y, "big")
-    if not on_curve(params, px, py):
+    if not params.contains(px, py):
         raise TpmError(RC.ECC_POINT, detail="point not on the curve")
-    result: tuple[int, int, int] = (1, 1, 0)
-    addend = (px, py, 1)
-    k = d % params.n
-    while k:
-        if k & 1:
-            result = _jacobian_add(params, result, addend)
-        addend = _jacobian_double(params, addend)
-        k >>= 1
-    if result[2] == 0:
+    result = params.multiply(d, (px, py))
+    if result is None:
         raise TpmError(RC.NO_RESULT, detail="point at infinity")
-    p = params.p
-    zinv = pow(result[2], -1, p)
-    ax = result[0] * zinv * zinv % p
-    ay = result[1] * zinv * zinv * zinv % p
-    return ax.to_bytes(params.size, "big"), ay.to_bytes(params.size, "big")
+    return result[0].to_bytes(params.size, "big"), result[1].to_bytes(params.size, "big")
 
 
 def algorithm_detail(curve_id: int) -> dict:
@@ -274,8 +175,13 @@ def algorithm_detail(curve_id: int) -> dict:
     def octets(value: int) -> bytes:
         return value.to_bytes(size, "big")
 
-    return dict(curveID=curve_id, keySize=params.key_bits,
-                kdf=dict(scheme=KDF1_SP800_56A, details=dict(hashAlg=params.kdf_hash)),
+    kdf_hash = CURVE_KDF_HASH.get(curve_id)
+    kdf = (dict(scheme=KDF1_SP800_56A, details=dict(hashAlg=kdf_hash)) if kdf_hash
+           else dict(scheme=ALG.NULL, details=dict()))
+    # swtpm 0.7.1 (measured): a coefficient a of zero (BN P-256) is one octet, as libtpms'
+    # curve table stores it; every other value has the coordinate size.
+    a = octets(params.a) if params.a else b"\x00"
+    return dict(curveID=curve_id, keySize=params.key_bits, kdf=kdf,
                 sign=dict(scheme=ALG.NULL, details=dict()),
-                p=octets(params.p), a=octets(params.a), b=octets(params.b), gX=octets(gx),
-                gY=octets(gy), n=octets(params.n), h=b"\x01")
+                p=octets(params.p), a=a, b=octets(params.b), gX=octets(gx),
+                gY=octets(gy), n=octets(params.n), h=bytes([params.h]))

@@ -38,6 +38,7 @@ import construct as c
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from . import ecmath
 from .constants import ALG, ECC_CURVE, RC
 from .crypto import HASHES
 from .errors import TpmError
@@ -149,9 +150,10 @@ class SeededDrbg:
 
 @dataclass(frozen=True)
 class Curve:
-    """An implemented ECC curve: its ``cryptography`` curve, its order and its size."""
+    """An implemented ECC curve: its ``cryptography`` curve (None for a curve ``cryptography``
+    lacks, BN P-256: its arithmetic is :mod:`swtpm_py.tpm.ecmath`'s), its order and its size."""
 
-    curve: ec.EllipticCurve
+    curve: ec.EllipticCurve | None
     #: The order n of the base point (FIPS 186-4 appendix D.1.2).
     order: int
     #: Octets of a coordinate or scalar.
@@ -168,6 +170,9 @@ CURVES: dict[int, Curve] = {
         "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
         "fffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e9138"
         "6409", 16), 66),
+    # TPM_ECC_BN_P256 (TCG Algorithm Registry, ISO/IEC 15946-5): no ``cryptography`` curve.
+    ECC_CURVE.BN_P256: Curve(None, int(
+        "fffffffffffcf0cd46e5f25eee71a49e0cdc65fb1299921af62d536cd10b500d", 16), 32),
 }
 
 
@@ -180,9 +185,17 @@ def ecc_private_scalar(curve: Curve, rand: RandomSource) -> int:
 
 
 def ecc_public_point(curve: Curve, d: int) -> tuple[bytes, bytes]:
-    """Q = d·G as two big-endian coordinates of the curve's size."""
-    numbers = ec.derive_private_key(d, curve.curve).public_key().public_numbers()
-    return numbers.x.to_bytes(curve.size, "big"), numbers.y.to_bytes(curve.size, "big")
+    """Q = d·G as two big-endian coordinates of the curve's size (through ``cryptography``
+    where it knows the curve, otherwise :mod:`swtpm_py.tpm.ecmath`)."""
+    if curve.curve is None:
+        domain = next(dom for dom in ecmath.DOMAINS.values() if dom.n == curve.order)
+        point = domain.base_multiply(d)
+        assert point is not None  # 0 < d < n
+        x, y = point
+    else:
+        numbers = ec.derive_private_key(d, curve.curve).public_key().public_numbers()
+        x, y = numbers.x, numbers.y
+    return x.to_bytes(curve.size, "big"), y.to_bytes(curve.size, "big")
 
 
 # ---------------------------------------------------------------------------- RSA
@@ -469,3 +482,58 @@ def derive_primary(seed: bytes, template_name: bytes, public: Any, user_auth: by
     sensitive = create_object(public, user_auth, data, drbg, eps_proofs=eps_proofs)
     PRIMARY_CACHE.put(key, (public_bytes(public), sensitive_bytes(sensitive)))
     return sensitive
+
+
+# ---------------------------------------------------------------------------- derived objects
+
+#: Part 3 §12.9 / the reference's TPM_MAX_DERIVATION_BITS: the bits a derivation may draw
+#: from its KDF (and the L of every KDFa block).
+MAX_DERIVATION_BITS = 8192
+
+
+class KdfDrbg:
+    """The random source of a Derived Object (Part 1 "Derived Objects", Part 3 §12.9; the
+    reference's DRBG_InstantiateSeededKdf() and the KDF branch of DRBG_Generate()).
+
+    The output is the stream of KDFa blocks (Part 1 §11.4.10.2) keyed with the derivation
+    parent's secret: block i is HMAC_hash(key, [i]32 || label || 00 || context ||
+    [MAX_DERIVATION_BITS]32), i = 1, 2, ...; the label's zero octet is left out when the label
+    already ends with one. Requests consume the stream in order, a partly used block is kept
+    for the next request, and drawing more than MAX_DERIVATION_BITS in total is
+    TPM_RC_NO_RESULT (the reference's DRBG_Generate() returns nothing then)."""
+
+    def __init__(self, hash_alg: int, key: bytes, label: bytes, context: bytes) -> None:
+        self._hash = HASHES[hash_alg]
+        self._key = key
+        if not label.endswith(b"\x00"):
+            label += b"\x00"
+        self._tail = label + context + MAX_DERIVATION_BITS.to_bytes(4, "big")
+        self._counter = 0
+        self._residual = b""
+
+    def generate(self, n: int) -> bytes:
+        """The next ``n`` octets of the stream."""
+        if (self._counter * self._hash.size + n) * 8 > MAX_DERIVATION_BITS:
+            raise TpmError(RC.NO_RESULT, detail="derivation KDF exhausted")
+        out = self._residual[:n]
+        self._residual = self._residual[n:]
+        while len(out) < n:
+            self._counter += 1
+            block = self._hash.hmac(self._key, self._counter.to_bytes(4, "big"), self._tail)
+            take = n - len(out)
+            out += block[:take]
+            self._residual = block[take:]
+        return out
+
+
+def derive_object(parent_public: Any, parent_secret: bytes, label: bytes, context: bytes,
+                  public: Any, user_auth: bytes) -> Any:
+    """Create a Derived Object (TPM2_CreateLoaded under a derivation parent, Part 3 §12.9):
+    :func:`create_object` drawing every value from a :class:`KdfDrbg` keyed with the
+    derivation parent's secret (its keyed-hash key, as the reference does) and the hash of the
+    parent's XOR scheme, with ``label`` and ``context`` from TPMS_DERIVE. The caller's
+    sensitive data is never used. Fills in ``public`` and returns the TPMT_SENSITIVE; the same
+    parent, template, label and context always give the same key."""
+    scheme = parent_public.parameters.scheme.details
+    rand = KdfDrbg(scheme.hashAlg, parent_secret, label, context)
+    return create_object(public, user_auth, b"", rand)

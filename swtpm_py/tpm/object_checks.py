@@ -100,7 +100,24 @@ def public_attributes_validation(parent: Any | None, public: Any) -> None:
     if parent is not None and not _has(parent_attrs, A.FIXED_TPM):
         if _has(attrs, A.ENCRYPTED_DUPLICATION) != _has(parent_attrs, A.ENCRYPTED_DUPLICATION):
             raise TpmError(RC.ATTRIBUTES, detail="encryptedDuplication differs from parent")
+    if parent is not None and is_derivation_parent(parent):
+        # Part 3 §12.9.1: a Derived Object shares its parent's fixedTPM and is fixedParent.
+        if _has(attrs, A.FIXED_TPM) != _has(parent_attrs, A.FIXED_TPM):
+            raise TpmError(RC.ATTRIBUTES, detail="derived object's fixedTPM differs from "
+                                                 "its parent's")
+        if not _has(attrs, A.FIXED_PARENT):
+            raise TpmError(RC.ATTRIBUTES, detail="derived object without fixedParent")
     scheme_checks(parent, public)
+
+
+def is_derivation_parent(obj: Any) -> bool:
+    """ObjectSetLoadedAttributes(): a loaded restricted decryption keyed-hash object with its
+    sensitive area and a nameAlg, not loaded as external, is a derivation parent (Part 1
+    "Derived Objects"; TPM2_CreateLoaded derives objects from its secret)."""
+    attrs = obj.public.objectAttributes
+    return (obj.public.type == ALG.KEYEDHASH and not obj.external and not obj.public_only
+            and obj.public.nameAlg in HASHES and _has(attrs, A.RESTRICTED)
+            and _has(attrs, A.DECRYPT))
 
 
 def scheme_checks(parent: Any | None, public: Any) -> None:
@@ -156,10 +173,23 @@ def scheme_checks(parent: Any | None, public: Any) -> None:
         if _has(attrs, A.FIXED_PARENT) and parent is not None:
             if public.nameAlg != parent.public.nameAlg:
                 raise TpmError(RC.HASH, detail="storage key nameAlg differs from parent's")
-            psym = parent.public.parameters.symmetric
-            if (sym.algorithm, sym.keyBits, sym.mode) != (psym.algorithm, psym.keyBits,
-                                                          psym.mode):
+            if (sym.algorithm, sym.keyBits, sym.mode) != _parent_symmetric(parent.public):
                 raise TpmError(RC.SYMMETRIC, detail="storage key cipher differs from parent's")
+
+
+def _parent_symmetric(parent_public: Any) -> tuple[int, int, int]:
+    """The (algorithm, keyBits, mode) a non-duplicable storage child must share with its
+    parent. A derivation parent (keyed hash, TPM2_CreateLoaded) has no symmetric definition:
+    the reference compares the same octets of its parameters, which hold its XOR scheme
+    (scheme, hashAlg, kdf), so no child storage key ever matches (TPM_RC_SYMMETRIC, as swtpm
+    0.7.1 answers)."""
+    parms = parent_public.parameters
+    if parent_public.type == ALG.KEYEDHASH:
+        sch = parms.scheme
+        details = sch.details if sch.scheme != ALG.NULL else None
+        return (sch.scheme, details.hashAlg if details else 0, details.kdf if details else 0)
+    psym = parms.symmetric
+    return (psym.algorithm, psym.keyBits, psym.mode)
 
 
 def validate_keys(public: Any, sensitive: Any | None, blame_public: int,
@@ -229,12 +259,7 @@ def validate_keys(public: Any, sensitive: Any | None, blame_public: int,
 
 
 def point_on_curve(curve_id: int, point: Any) -> bool:
-    """Whether (x, y) is a point of the curve (checked by ``cryptography``)."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-    try:
-        ec.EllipticCurvePublicNumbers(int.from_bytes(point.x, "big"),
-                                      int.from_bytes(point.y, "big"),
-                                      CURVES[curve_id].curve).public_key()
-    except ValueError:
-        return False
-    return True
+    """Whether (x, y) is a point of the curve (BN P-256 has no ``cryptography`` curve)."""
+    from . import ecmath
+    return ecmath.DOMAINS[curve_id].contains(int.from_bytes(point.x, "big"),
+                                             int.from_bytes(point.y, "big"))

@@ -15,10 +15,14 @@ runs) does:
 * EC-Schnorr in the reference's own form (Part 1 "EC Schnorr", CryptEccSignature.c
   BnSignEcSchnorr()): R = [k]G, r = H(R.x || digest) truncated to the order's octets (not
   reduced), s = k + r·d mod n; verified by recomputing H(([s]G - [r]Q).x || digest).
+* ECDAA (Part 1 "ECDAA", the reference's BnSignEcdaa()), signing only: with r the value a
+  TPM2_Commit produced for the scheme's count, a fresh nonce k, T = H(k || digest) and
+  s = r + T·d mod n, the signature is (k, s). The TPM does not verify ECDAA signatures (the
+  reference's CryptEccValidateSignature() knows no ECDAA: TPM_RC_SCHEME).
 * HMAC signatures with keyed-hash keys: HMAC_hash(key secret, digest) in a TPMT_HA.
 
-Point arithmetic for the verifications is plain affine arithmetic on the NIST prime curves
-(y² = x³ - 3x + b); only public values pass through it.
+Point arithmetic (verification, and signing on BN P-256, which ``cryptography`` lacks) is
+:mod:`swtpm_py.tpm.ecmath`'s.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from . import keys
+from . import ecmath, keys
 from .algorithms import SIGN_SCHEMES, Role, scheme, tpmi_alg
-from .constants import ALG, ECC_CURVE, RC, ST
+from .constants import ALG, RC, ST
 from .crypto import HASHES
 from .errors import TpmError
 from .handles import ticket_param
@@ -71,6 +75,7 @@ TPMU_SIGNATURE = {
     ALG.RSAPSS: TPMS_SIGNATURE_RSA,
     ALG.ECDSA: TPMS_SIGNATURE_ECC,
     ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
+    ALG.ECDAA: TPMS_SIGNATURE_ECC,
     ALG.HMAC: TPMT_HA,
 }
 
@@ -138,6 +143,10 @@ def select_scheme(obj: TpmObject, in_scheme: Any) -> tuple[int, int]:
             raise TpmError(RC.SCHEME, detail="the key type cannot sign with this scheme")
         return in_scheme.scheme, in_scheme.details.hashAlg
     if in_scheme.scheme == ALG.NULL:
+        if own.scheme == ALG.ECDAA:
+            # swtpm 0.7.1 (measured): an ECDAA key signs only when the command names the
+            # scheme, and with it the commit count.
+            raise TpmError(RC.SCHEME, detail="ECDAA needs the scheme and count in inScheme")
         return own.scheme, own.details.hashAlg
     if (own.scheme, own.details.hashAlg) != (in_scheme.scheme, in_scheme.details.hashAlg):
         raise TpmError(RC.SCHEME, detail="the scheme differs from the key's")
@@ -185,22 +194,30 @@ def _curve(public: Any) -> keys.Curve:
 
 
 def sign(obj: TpmObject, sig_alg: int, hash_alg: int, digest: bytes,
-         random: keys.RandomSource) -> dict:
+         random: keys.RandomSource, ecdaa_r: int | None = None) -> dict:
     """The reference's CryptSign(): sign ``digest`` with the loaded key ``obj`` under scheme
     ``sig_alg`` with ``hash_alg``; returns the TPMT_SIGNATURE. A scheme the key type cannot
     use is TPM_RC_SCHEME (unnumbered, as the reference returns it). The digest has the size
-    of ``hash_alg`` (TPM2_Sign checks it, or a ticket vouches for it)."""
+    of ``hash_alg`` (TPM2_Sign checks it, or a ticket vouches for it). ECDAA needs
+    ``ecdaa_r``, the committed random value of the scheme's count (the caller is
+    :func:`swtpm_py.tpm.commands.ecc.ecdaa_sign`); without one it is TPM_RC_SCHEME."""
     public = obj.public
     if public.type == ALG.RSA and sig_alg in (ALG.RSASSA, ALG.RSAPSS):
         return dict(sigAlg=sig_alg, signature=dict(hash=hash_alg,
                                                    sig=_rsa_sign(obj, sig_alg, hash_alg, digest)))
-    if public.type == ALG.ECC and sig_alg in (ALG.ECDSA, ALG.ECSCHNORR):
+    if public.type == ALG.ECC and (sig_alg in (ALG.ECDSA, ALG.ECSCHNORR)
+                                   or (sig_alg == ALG.ECDAA and ecdaa_r is not None)):
         curve = _curve(public)
         d = int.from_bytes(obj.sensitive.sensitive, "big")
         if sig_alg == ALG.ECDSA:
-            r, s = _ecdsa_sign(curve, d, hash_alg, digest)
-        else:
+            r, s = _ecdsa_sign(public.parameters.curveID, d, hash_alg, digest, random)
+        elif sig_alg == ALG.ECSCHNORR:
             r, s = _schnorr_sign(curve, d, hash_alg, digest, random)
+        else:
+            assert ecdaa_r is not None
+            nonce_k, s = _ecdaa_sign(curve, d, hash_alg, digest, random, ecdaa_r)
+            return dict(sigAlg=sig_alg, signature=dict(
+                hash=hash_alg, signatureR=nonce_k, signatureS=s.to_bytes(curve.size, "big")))
         return dict(sigAlg=sig_alg, signature=dict(
             hash=hash_alg, signatureR=r.to_bytes(curve.size, "big"),
             signatureS=s.to_bytes(curve.size, "big")))
@@ -232,10 +249,33 @@ def _rsa_sign(obj: TpmObject, sig_alg: int, hash_alg: int, digest: bytes) -> byt
         raise TpmError(RC.SIZE, detail="the key is too small for the scheme") from None
 
 
-def _ecdsa_sign(curve: keys.Curve, d: int, hash_alg: int, digest: bytes) -> tuple[int, int]:
-    key = ec.derive_private_key(d, curve.curve)
-    der = key.sign(digest, ec.ECDSA(utils.Prehashed(_hash(hash_alg))))
-    return utils.decode_dss_signature(der)
+def _ecdsa_digest(n: int, digest: bytes) -> int:
+    """FIPS 186-4 §6.4: e is the leftmost bits of the digest, as many as the order has."""
+    e = int.from_bytes(digest, "big")
+    excess = len(digest) * 8 - n.bit_length()
+    return e >> excess if excess > 0 else e
+
+
+def _ecdsa_sign(curve_id: int, d: int, hash_alg: int, digest: bytes,
+                random: keys.RandomSource) -> tuple[int, int]:
+    curve = keys.CURVES[curve_id]
+    if curve.curve is not None:
+        key = ec.derive_private_key(d, curve.curve)
+        der = key.sign(digest, ec.ECDSA(utils.Prehashed(_hash(hash_alg))))
+        return utils.decode_dss_signature(der)
+    # A curve ``cryptography`` lacks (BN P-256): FIPS 186-4 §6.4.1 here, k from the TPM's
+    # DRBG (BnSignEcdsa()): r = ([k]G).x mod n, s = k⁻¹(e + r·d) mod n, again if either is 0.
+    domain = ecmath.DOMAINS[curve_id]
+    n = domain.n
+    e = _ecdsa_digest(n, digest)
+    while True:
+        k = keys.ecc_private_scalar(curve, random)
+        point = domain.base_multiply(k)
+        assert point is not None
+        r = point[0] % n
+        s = pow(k, -1, n) * (e + r * d) % n
+        if r and s:
+            return r, s
 
 
 def _schnorr_digest(curve: keys.Curve, hash_alg: int, x: int, digest: bytes) -> int:
@@ -251,11 +291,31 @@ def _schnorr_sign(curve: keys.Curve, d: int, hash_alg: int, digest: bytes,
     # digest, s = k + r·d mod n, again when s is zero.
     while True:
         k = keys.ecc_private_scalar(curve, random)
-        x = ec.derive_private_key(k, curve.curve).public_key().public_numbers().x
+        x = int.from_bytes(keys.ecc_public_point(curve, k)[0], "big")
         r = _schnorr_digest(curve, hash_alg, x, digest)
         s = (k + r * d) % curve.order
         if s:
             return r, s
+
+
+def _ecdaa_sign(curve: keys.Curve, d: int, hash_alg: int, digest: bytes,
+                random: keys.RandomSource, r: int) -> tuple[bytes, int]:
+    # BnSignEcdaa(): a fresh 0 < k < n (in as few octets as it needs, as the reference
+    # converts it), T = H(k || digest) and s = r + T·d mod n, again if s is zero.
+    while True:
+        k = keys.ecc_private_scalar(curve, random)
+        nonce_k = k.to_bytes((k.bit_length() + 7) // 8, "big")
+        t = int.from_bytes(HASHES[hash_alg].digest(nonce_k, digest), "big")
+        s = (r + t * d) % curve.order
+        if s:
+            return nonce_k, s
+
+
+def ecdaa_count(obj: TpmObject, in_scheme: Any) -> int:
+    """The commit count an ECDAA signature uses: the caller's scheme's, or the key's when the
+    caller gave TPM_ALG_NULL (CryptSelectSignScheme() copies the whole scheme)."""
+    chosen = in_scheme if in_scheme.scheme != ALG.NULL else key_scheme(obj)
+    return chosen.details.count
 
 
 # ---------------------------------------------------------------------------- verification
@@ -314,21 +374,18 @@ def _ecc_verify(public: Any, sig_alg: int, digest: bytes, sig: Any) -> None:
     if not (0 < r < n and 0 < s < n):
         raise _bad("r or s out of range")
     q = ecc_public_point(public)
-    field = _FIELDS[public.parameters.curveID]
-    g = _generator(public.parameters.curveID)
+    domain = ecmath.DOMAINS[public.parameters.curveID]
+    g = domain.generator
     if sig_alg == ALG.ECDSA:
-        # FIPS 186-4 §6.4.2: e is the leftmost bits of the digest, as many as the order has.
-        e = int.from_bytes(digest, "big")
-        excess = len(digest) * 8 - n.bit_length()
-        if excess > 0:
-            e >>= excess
+        # FIPS 186-4 §6.4.2.
+        e = _ecdsa_digest(n, digest)
         w = pow(s, -1, n)
-        point = _mul_add(field, g, e * w % n, q, r * w % n)
+        point = domain.mul_add(e * w % n, g, r * w % n, q)
         if point is None or point[0] % n != r:
             raise _bad("ECDSA signature does not verify")
     else:
         # BnValidateSignatureEcSchnorr(): E = [s]G - [r]Q, then H(E.x || digest) must be r.
-        point = _mul_add(field, g, s, q, (n - r) % n)
+        point = domain.mul_add(s, g, (n - r) % n, q)
         if point is None or _schnorr_digest(curve, sig.hash, point[0], digest) != r:
             raise _bad("EC-Schnorr signature does not verify")
 
@@ -345,54 +402,3 @@ def _hmac_verify(obj: TpmObject, digest: bytes, signature: Any) -> None:
     expected = HASHES[ha.hashAlg].hmac(obj.sensitive.sensitive, digest)
     if not hmac.compare_digest(expected, ha.digest):
         raise _bad("HMAC signature does not verify")
-
-
-# ---------------------------------------------------------------------------- curve arithmetic
-
-#: The field primes of the NIST curves (FIPS 186-4 D.1.2); every one has a = -3.
-_FIELDS = {
-    ECC_CURVE.NIST_P256: 2**256 - 2**224 + 2**192 + 2**96 - 1,
-    ECC_CURVE.NIST_P384: 2**384 - 2**128 - 2**96 + 2**32 - 1,
-    ECC_CURVE.NIST_P521: 2**521 - 1,
-}
-
-Point = tuple[int, int] | None
-
-
-@functools.lru_cache(maxsize=None)
-def _generator(curve_id: int) -> tuple[int, int]:
-    """The base point G of a curve: [1]G through ``cryptography``."""
-    numbers = ec.derive_private_key(1, keys.CURVES[curve_id].curve).public_key().public_numbers()
-    return numbers.x, numbers.y
-
-
-def _add(p: int, a: Point, b: Point) -> Point:
-    """a + b on y² = x³ - 3x + b over GF(p), affine; None is the point at infinity."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if a[0] == b[0]:
-        if (a[1] + b[1]) % p == 0:
-            return None
-        slope = (3 * a[0] * a[0] - 3) * pow(2 * a[1], -1, p) % p
-    else:
-        slope = (b[1] - a[1]) * pow(b[0] - a[0], -1, p) % p
-    x = (slope * slope - a[0] - b[0]) % p
-    return x, (slope * (a[0] - x) - a[1]) % p
-
-
-def _mul_add(p: int, g: Point, u: int, q: Point, v: int) -> Point:
-    """[u]g + [v]q (Shamir's trick: one pass over the bits of both scalars)."""
-    both = _add(p, g, q)
-    result: Point = None
-    for i in range(max(u.bit_length(), v.bit_length()) - 1, -1, -1):
-        result = _add(p, result, result)
-        bits = (u >> i & 1, v >> i & 1)
-        if bits == (1, 1):
-            result = _add(p, result, both)
-        elif bits == (1, 0):
-            result = _add(p, result, g)
-        elif bits == (0, 1):
-            result = _add(p, result, q)
-    return result

@@ -180,6 +180,14 @@ class StateResetData:
     #: and are gone after TPM Reset.
     saved_sessions: dict[int, int] = field(default_factory=dict)
     command_audit_digest: bytes = b""
+    #: Part 1 "Commit" (the reference's gr.commitCounter): the count the next TPM2_Commit /
+    #: TPM2_EC_Ephemeral returns (its low 16 bits).
+    commit_counter: int = 0
+    #: gr.commitArray as a bit mask: bit (count mod 128) is set while that commit is unused.
+    commit_array: int = 0
+    #: gr.commitNonce: the secret from which each commit's random value is derived; drawn
+    #: on first use after a TPM Reset (empty until then).
+    commit_nonce: bytes = b""
 
 
 @dataclass

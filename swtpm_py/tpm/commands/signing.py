@@ -11,6 +11,7 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 from .. import sequences
+from . import ecc
 from ..constants import ALG, CC, RC, RH, ST
 from ..crypto import HASHES
 from ..errors import TpmError
@@ -76,6 +77,9 @@ def sign(ctx: CommandContext, handle: int, digest: bytes, in_scheme: Any,
             raise TpmError(RC.TICKET, parameter=3, detail="hash-check ticket does not match")
     elif len(digest) != HASHES[hash_alg].size:
         raise TpmError(RC.SIZE, parameter=1, detail="digest size differs from the scheme's hash")
+    if sig_alg == ALG.ECDAA:
+        # ECDAA signs with the random value of the Commit named by the scheme's count.
+        return ecc.ecdaa_sign(tpm, key, in_scheme, hash_alg, digest)
     return sign_digest(key, sig_alg, hash_alg, digest, tpm.drbg)
 
 
