@@ -1,6 +1,6 @@
 """Object commands (Part 3 §12, §24.1, §28.4-28.5): TPM2_CreatePrimary, TPM2_Create,
 TPM2_Load, TPM2_LoadExternal, TPM2_ReadPublic, TPM2_ObjectChangeAuth, TPM2_Unseal,
-TPM2_EvictControl and TPM2_FlushContext.
+TPM2_CreateLoaded, TPM2_EvictControl and TPM2_FlushContext.
 
 Each handler follows the order of checks of the reference implementation's command (which
 swtpm exhibits; tests/test_objects.py compares the codes with swtpm's): room for the object
@@ -10,25 +10,28 @@ first, then the parent, then the public area (+P2), then the sensitive area (+P1
 from __future__ import annotations
 
 import copy
+import io
 from typing import TYPE_CHECKING, Any, Callable
+
+import construct as c
 
 from .. import keys, objects, protection, sequences
 from ..constants import ALG, CC, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH, ST
 from ..crypto import HASHES
 from ..errors import TpmError
 from ..handles import TPMI_RH_HIERARCHY_NULL, TPMI_RH_PROVISION, handle_param
-from ..object_checks import (adjust_auth, blame, create_checks, public_attributes_validation,
-                             scheme_checks, validate_keys)
+from ..object_checks import (adjust_auth, blame, create_checks, is_derivation_parent,
+                             public_attributes_validation, scheme_checks, validate_keys)
 from ..objects import (FLAG_EXTERNAL, FLAG_PRIMARY, FLAG_ST_CLEAR, FLAG_TEMPORARY, TpmObject,
                        check_object_handle)
 from ..objects_wire import (TPM2B_CREATION_DATA, TPM2B_PRIVATE, TPM2B_PUBLIC,
                             TPM2B_PUBLIC_NULL, TPM2B_SENSITIVE, TPM2B_SENSITIVE_CREATE,
-                            TPMT_TK_CREATION, ObjectAttr, name_of, parse_sensitive,
-                            public_bytes, sensitive_bytes)
+                            TPMT_PUBLIC, TPMT_TK_CREATION, ObjectAttr, name_of,
+                            parse_sensitive, public_bytes, sensitive_bytes)
 from ..registry import Auth, HandleSpec, command
 from ..wire import (MAX_ACTIVE_SESSIONS, PCR_COUNT, TPM2B_AUTH, TPM2B_DATA, TPM2B_DIGEST,
                     TPM2B_NAME, TPM2B_SENSITIVE_DATA, TPML_PCR_SELECTION, bitmap_of,
-                    pcr_bitmap)
+                    parse_stream, pcr_bitmap, tpm2b)
 from .hash import TICKET_HASH, hierarchy_proof
 
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ def _locality_attributes(locality: int) -> int:
     return 1 << locality if locality < 5 else locality
 
 
-def _pcr_digest(tpm: Tpm, name_alg: int, selection: list) -> tuple[list, bytes]:
+def pcr_digest(tpm: Tpm, name_alg: int, selection: list) -> tuple[list, bytes]:
     """PCRComputeCurrentDigest(): the selection with unallocated banks and unimplemented PCRs
     removed, and H_nameAlg of the selected values in selection order."""
     h = HASHES[name_alg].new()
@@ -74,14 +77,14 @@ def creation_data(ctx: CommandContext, parent_handle: int, parent: TpmObject | N
     """FillInCreationData() (Part 3 §12.1, Part 2 §15.1): TPMS_CREATION_DATA and its
     nameAlg digest, the creationHash. A primary's parent is its hierarchy handle (name and
     qualified name), with parentNameAlg TPM_ALG_NULL."""
-    selection, pcr_digest = _pcr_digest(ctx.tpm, name_alg, creation_pcr)
+    selection, digest = pcr_digest(ctx.tpm, name_alg, creation_pcr)
     if parent is None:
         handle = parent_handle.to_bytes(4, "big")
         parent_alg, parent_name, parent_qn = ALG.NULL, handle, handle
     else:
         parent_alg = parent.public.nameAlg
         parent_name, parent_qn = parent.name, parent.qualified_name
-    data = dict(pcrSelect=selection, pcrDigest=pcr_digest,
+    data = dict(pcrSelect=selection, pcrDigest=digest,
                 locality=_locality_attributes(ctx.locality), parentNameAlg=parent_alg,
                 parentName=parent_name, parentQualifiedName=parent_qn,
                 outsideInfo=outside_info)
@@ -127,6 +130,18 @@ def _parent(ctx: CommandContext, handle: int) -> TpmObject:
     return parent
 
 
+def _derive_primary(tpm: Tpm, hierarchy: int, public: Any, auth: bytes, data: bytes) -> Any:
+    """The Primary Object of ``hierarchy`` for the template ``public`` (filled in place; the
+    TPMT_SENSITIVE is returned): derived from the hierarchy's seed and the template's Name,
+    with the storage and endorsement proofs mixed in for the endorsement hierarchy (Part 1
+    "Primary Objects"). TPM2_CreatePrimary and TPM2_CreateLoaded share it, so the same
+    template gives the same key through either."""
+    template_name = name_of(public_bytes(public), public.nameAlg)
+    proofs = (tpm.perm.sh_proof, tpm.perm.eh_proof) if hierarchy == RH.ENDORSEMENT else ()
+    return keys.derive_primary(hierarchy_seed(tpm, hierarchy), template_name, public, auth,
+                               data, eps_proofs=proofs)
+
+
 def _new_object(tpm: Tpm, public: Any, sensitive: Any, *, parent: TpmObject | None,
                 parent_handle: int, hierarchy: int, extra_flags: int = 0) -> TpmObject:
     area = public_bytes(public)
@@ -162,10 +177,7 @@ def create_primary(ctx: CommandContext, hierarchy: int, in_sensitive: Any, in_pu
         create_checks(None, public, len(in_sensitive.data))
     with blame(1):
         auth = adjust_auth(in_sensitive.userAuth, public.nameAlg)
-    template_name = name_of(public_bytes(public), public.nameAlg)
-    proofs = (tpm.perm.sh_proof, tpm.perm.eh_proof) if hierarchy == RH.ENDORSEMENT else ()
-    sensitive = keys.derive_primary(hierarchy_seed(tpm, hierarchy), template_name, public,
-                                    auth, in_sensitive.data, eps_proofs=proofs)
+    sensitive = _derive_primary(tpm, hierarchy, public, auth, in_sensitive.data)
     obj = _new_object(tpm, public, sensitive, parent=None, parent_handle=hierarchy,
                       hierarchy=hierarchy, extra_flags=FLAG_PRIMARY)
     data, creation_hash = creation_data(ctx, hierarchy, None, public.nameAlg, outside_info,
@@ -413,3 +425,113 @@ def unseal(ctx: CommandContext, handle: int) -> bytes:
     if obj.attributes & (ObjectAttr.DECRYPT | ObjectAttr.SIGN_ENCRYPT | ObjectAttr.RESTRICTED):
         raise TpmError(RC.ATTRIBUTES, handle=1, detail="a key, not sealed data")
     return obj.sensitive.sensitive if obj.sensitive is not None else b""
+
+
+# ---------------------------------------------------------------------------- CreateLoaded
+
+#: TPM2B_TEMPLATE (Part 2 §12.2.6): a marshalled TPMT_PUBLIC, or a TPMT_TEMPLATE whose unique
+#: field is a TPMS_DERIVE. Its capacity is sizeof(TPMT_PUBLIC) of the reference implementation
+#: (484 octets in swtpm 0.7.1: a larger size is TPM_RC_SIZE + P2, as there).
+TEMPLATE_MAX = 484
+TPM2B_TEMPLATE = tpm2b(TEMPLATE_MAX)
+#: TPM2B_LABEL (Part 2 §10.4.13): at most LABEL_MAX_BUFFER (32) octets, TPM_RC_SIZE beyond.
+TPM2B_LABEL = tpm2b(32)
+#: TPMS_DERIVE (Part 2 §11.1.17): the label and context of a Derived Object.
+TPMS_DERIVE = c.Struct("label" / TPM2B_LABEL, "context" / TPM2B_LABEL)
+#: A TPMT_PUBLIC whose unique field is a TPMS_DERIVE (what UnmarshalToPublic() reads when the
+#: parent is a derivation parent).
+_DERIVE_TEMPLATE = c.Struct(*TPMT_PUBLIC.subcons[:-1], "derive" / TPMS_DERIVE)
+
+
+def _check_parent_handle(handle: int) -> None:
+    # Part 2 §9.4 +TPMI_DH_PARENT: an object, a Primary Seed's hierarchy or TPM_RH_NULL;
+    # anything else is TPM_RC_VALUE.
+    if handle in (RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM, RH.NULL):
+        return
+    check_object_handle(handle)
+
+
+def _parse_template(data: bytes, derivation: bool) -> tuple[Any, Any]:
+    """UnmarshalToPublic(): the template as a TPMT_PUBLIC, or with a TPMS_DERIVE in place of
+    unique for a derivation parent (returned second, else None). The template must be used up
+    (TPM_RC_SIZE); every error is the caller's + P2."""
+    stream = io.BytesIO(data)
+    with blame(2):
+        value = parse_stream(_DERIVE_TEMPLATE if derivation else TPMT_PUBLIC, stream)
+        if stream.tell() != len(data):
+            raise TpmError(RC.SIZE, detail="octets after the template")
+    if not derivation:
+        return value, None
+    public = c.Container(type=value.type, nameAlg=value.nameAlg,
+                         objectAttributes=value.objectAttributes,
+                         authPolicy=value.authPolicy, parameters=value.parameters, unique=None)
+    return public, value.derive
+
+
+def _label_and_context(derive: Any, data: bytes) -> tuple[bytes, bytes]:
+    """SetLabelAndContext(): the template's label and context, each replaced by the one of a
+    TPMS_DERIVE in the sensitive data when it is empty. Unmarshalling errors of that
+    TPMS_DERIVE carry no parameter number (as in the reference); octets after it are
+    ignored."""
+    label, context = derive.label, derive.context
+    if data:
+        extra = parse_stream(TPMS_DERIVE, io.BytesIO(data))
+        label = label or extra.label
+        context = context or extra.context
+    return label, context
+
+
+@command(CC.CreateLoaded,
+         handles=(HandleSpec("parentHandle", _check_parent_handle, Auth.USER),),
+         params=(TPM2B_SENSITIVE_CREATE, TPM2B_TEMPLATE),
+         response=(TPM2B_PRIVATE, TPM2B_PUBLIC, TPM2B_NAME),
+         response_handle=True)
+def create_loaded(ctx: CommandContext, parent_handle: int, in_sensitive: Any,
+                  in_template: bytes) -> tuple:
+    """Part 3 §12.9: create an object and load it. Under a hierarchy it is the Primary Object
+    TPM2_CreatePrimary would make from the same template; under a storage parent an ordinary
+    object, returned wrapped as TPM2_Create returns it; under a derivation parent a Derived
+    Object, computed from the parent's secret, the template and TPMS_DERIVE {label, context}
+    (RSA keys cannot be derived: TPM_RC_TYPE + P2). Only an ordinary object has an outPrivate.
+    Checks in the reference's order: parent type, room, template, authValue size, then the
+    attributes."""
+    tpm = ctx.tpm
+    parent = None if parent_handle >> 24 == HT.PERMANENT else objects.lookup(tpm,
+                                                                            parent_handle)
+    derivation = parent is not None and is_derivation_parent(parent)
+    if parent is not None and not parent.is_parent and not derivation:
+        raise TpmError(RC.TYPE, handle=1, detail="neither a storage nor a derivation parent")
+    objects.free_handle(tpm)
+    public, derive = _parse_template(in_template, derivation)
+    with blame(1):
+        auth = adjust_auth(in_sensitive.userAuth, public.nameAlg)
+    hierarchy = parent_handle if parent is None else parent.hierarchy
+    flags = 0
+    if derivation:
+        if public.type == ALG.RSA:
+            raise TpmError(RC.TYPE, parameter=2, detail="RSA keys cannot be derived")
+        if public.objectAttributes & ObjectAttr.SENSITIVE_DATA_ORIGIN:
+            # The reference returns this one without a parameter number.
+            raise TpmError(RC.ATTRIBUTES, detail="a derived object's data is not the TPM's")
+        with blame(2):
+            public_attributes_validation(parent, public)
+        label, context = _label_and_context(derive, in_sensitive.data)
+        sensitive = keys.derive_object(parent.public, parent.sensitive.sensitive, label,
+                                       context, public, auth)
+    else:
+        with blame(2):
+            create_checks(parent, public, len(in_sensitive.data))
+        if parent is None:
+            flags = FLAG_PRIMARY
+            sensitive = _derive_primary(tpm, hierarchy, public, auth, in_sensitive.data)
+        else:
+            sensitive = keys.create_object(public, auth, in_sensitive.data, tpm.drbg,
+                                           deterministic=False)
+    obj = _new_object(tpm, public, sensitive, parent=parent, parent_handle=parent_handle,
+                      hierarchy=hierarchy, extra_flags=flags)
+    private = b""
+    if parent is not None and not derivation:
+        private = protection.wrap(parent.public, parent.seed_value, obj.name,
+                                  obj.sensitive_area, tpm.drbg.generate)
+    handle = objects.insert(tpm, obj)
+    return handle, private, obj.public, obj.name
