@@ -73,6 +73,12 @@ def response_parameters(spec: CommandSpec, response: bytes) -> bytes:
     return response[offset:]
 
 
+def reset_digest(tpm: Tpm) -> None:
+    """Clear the command audit digest after TPM2_GetCommandAuditDigest reported it (Part 3
+    §18.6): the next audited command starts a new digest and increments auditCounter."""
+    tpm.vol.state_reset.command_audit_digest = b""
+
+
 def finish(tpm: Tpm, spec: CommandSpec, cp_hash: bytes, response: bytes) -> None:
     """Extend the command audit digest with a successful audited command."""
     reset = tpm.vol.state_reset

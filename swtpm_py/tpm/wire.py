@@ -94,7 +94,9 @@ def tpm2b(max_size: int) -> c.Construct:
 TPM2B_DIGEST = tpm2b(MAX_DIGEST_SIZE)
 TPM2B_NONCE = TPM2B_DIGEST
 TPM2B_AUTH = TPM2B_DIGEST
-TPM2B_DATA = tpm2b(MAX_DIGEST_SIZE)
+#: TPM2B_DATA (Part 2 §10.4.3): up to sizeof(TPMT_HA), a hash algorithm and the largest digest
+#: (swtpm 0.7.1 takes 66 octets of qualifyingData and refuses 67 with TPM_RC_SIZE).
+TPM2B_DATA = tpm2b(2 + MAX_DIGEST_SIZE)
 TPM2B_MAX_BUFFER = tpm2b(MAX_DIGEST_BUFFER)
 TPM2B_EVENT = tpm2b(1024)
 TPM2B_SENSITIVE_DATA = tpm2b(128)
