@@ -89,3 +89,48 @@ def unwrap(parent_public: Any, parent_seed: bytes, name: bytes, private: bytes) 
     if len(plain) < 2 or int.from_bytes(plain[:2], "big") + 2 != len(plain):
         raise TpmError(RC.SENSITIVE, detail="sensitive area size mismatch")
     return plain[2:]
+
+
+# ---------------------------------------------------------------------------- outer wrapper
+#
+# Credentials and duplication blobs (Part 1 §23.3.2.3 "Outer Duplication Wrapper", §24
+# "Credential Protection"; the reference's ProduceOuterWrap() / UnwrapOuter() with useIV
+# FALSE) use the same keys as protected storage, derived from a seed the sender shares with
+# the protector's private key instead of the parent's seedValue, and no IV: the CFB IV is
+# all zeros (each seed is fresh, so each key is used once)::
+#
+#     integrity   TPM2B_DIGEST  HMAC_protectorNameAlg(HMACkey, encData || Name)
+#     encData                   CFB(symKey, 0, data)
+
+
+def outer_wrap(protector_public: Any, seed: bytes, name: bytes, data: bytes) -> bytes:
+    """``data`` under the outer wrapper of the protector (public area) for the object
+    ``name``, with the shared ``seed``."""
+    hash_alg, cipher, sym_key, hmac_key = _protection_keys(protector_public, seed, name)
+    enc = cfb_encrypt(cipher, sym_key, bytes(BLOCK_SIZES[cipher]), data)
+    integrity = HASHES[hash_alg].hmac(hmac_key, enc, name)
+    return len(integrity).to_bytes(2, "big") + integrity + enc
+
+
+def outer_unwrap(protector_public: Any, seed: bytes, name: bytes, blob: bytes) -> bytes:
+    """Invert :func:`outer_wrap` (UnwrapOuter()): the integrity first (TPM_RC_INSUFFICIENT /
+    TPM_RC_SIZE for a bad integrity field, TPM_RC_INTEGRITY for a wrong HMAC), then the
+    decrypted data."""
+    hash_alg, cipher, sym_key, hmac_key = _protection_keys(protector_public, seed, name)
+    integrity, enc = split_digest(blob)
+    if not hmac.compare_digest(integrity, HASHES[hash_alg].hmac(hmac_key, enc, name)):
+        raise TpmError(RC.INTEGRITY, detail="outer integrity check failed")
+    return cfb_decrypt(cipher, sym_key, bytes(BLOCK_SIZES[cipher]), enc)
+
+
+def split_digest(blob: bytes) -> tuple[bytes, bytes]:
+    """Unmarshal a leading TPM2B_DIGEST: (digest, rest). Fewer octets than announced is
+    TPM_RC_INSUFFICIENT, a size larger than any digest TPM_RC_SIZE."""
+    if len(blob) < 2:
+        raise TpmError(RC.INSUFFICIENT, detail="no integrity field")
+    size = int.from_bytes(blob[:2], "big")
+    if size > max(h.size for h in HASHES.values()):
+        raise TpmError(RC.SIZE, detail="integrity larger than a digest")
+    if len(blob) < 2 + size:
+        raise TpmError(RC.INSUFFICIENT, detail="integrity truncated")
+    return blob[2:2 + size], blob[2 + size:]
