@@ -659,7 +659,8 @@ def test_random_session_operations_never_break_the_tpm(ops: list[tuple]) -> None
 #: The commands whose first parameter / first response parameter sessions may encrypt: the
 #: reference's DECRYPT_2 and ENCRYPT_2 attributes (libtpms CommandAttributeData.h, which swtpm
 #: 0.7.1 uses), for the commands this TPM implements or soon will.
-DECRYPT_2 = {CC.CreatePrimary, CC.PCR_Event, CC.StirRandom, CC.ObjectChangeAuth, CC.Create,
+DECRYPT_2 = {CC.CreatePrimary, CC.CreateLoaded, CC.PCR_Event, CC.StirRandom,
+             CC.ObjectChangeAuth, CC.Create,
              CC.Load, CC.LoadExternal, CC.Hash, CC.StartAuthSession, CC.PolicySecret,
              CC.PolicyCpHash, CC.PolicyNameHash, CC.PolicyPCR, CC.PolicyTemplate,
              CC.PolicyNV, CC.PolicyAuthorize, CC.PolicyCounterTimer, CC.PolicyTicket,
@@ -669,13 +670,19 @@ DECRYPT_2 = {CC.CreatePrimary, CC.PCR_Event, CC.StirRandom, CC.ObjectChangeAuth,
              CC.SequenceComplete, CC.Import, CC.Duplicate, CC.Quote,
              CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt, CC.VerifySignature,
              CC.PCR_SetAuthValue, CC.PCR_SetAuthPolicy, CC.SetPrimaryPolicy, CC.ECDH_ZGen,
-             CC.EncryptDecrypt2, CC.HMAC}
-ENCRYPT_2 = {CC.CreatePrimary, CC.ObjectChangeAuth, CC.Create, CC.Load, CC.LoadExternal,
+             CC.EncryptDecrypt2, CC.HMAC, CC.CertifyCreation, CC.GetTime,
+             CC.GetSessionAuditDigest, CC.GetCommandAuditDigest, CC.NV_Certify,
+             CC.Commit, CC.ZGen_2Phase, CC.MakeCredential, CC.ActivateCredential, CC.Rewrap}
+ENCRYPT_2 = {CC.CreatePrimary, CC.CreateLoaded, CC.ObjectChangeAuth, CC.Create, CC.Load,
+             CC.LoadExternal,
              CC.ReadPublic, CC.GetRandom, CC.GetTestResult, CC.Hash, CC.StartAuthSession,
              CC.PolicySecret, CC.PolicySigned, CC.PolicyGetDigest, CC.NV_Read, CC.Unseal,
              CC.NV_ReadPublic, CC.SequenceComplete, CC.Import, CC.Duplicate, CC.Quote,
              CC.Certify, CC.RSA_Encrypt, CC.RSA_Decrypt, CC.ECDH_KeyGen, CC.ECDH_ZGen,
-             CC.EncryptDecrypt, CC.EncryptDecrypt2, CC.HMAC}
+             CC.EncryptDecrypt, CC.EncryptDecrypt2, CC.HMAC, CC.CertifyCreation, CC.GetTime,
+             CC.GetSessionAuditDigest, CC.GetCommandAuditDigest, CC.NV_Certify,
+             CC.Commit, CC.ZGen_2Phase, CC.EC_Ephemeral, CC.MakeCredential,
+             CC.ActivateCredential, CC.Rewrap}
 @pytest.mark.parametrize("code", sorted(COMMANDS), ids=lambda code: CC(code).name)
 def test_encryptable_parameters_are_the_references(code: int) -> None:
     """The registry derives from each command's first parameter and first response parameter
