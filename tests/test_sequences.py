@@ -620,3 +620,251 @@ def test_record_parser_reads_the_declared_layout(kind, alg, ticket, auth, key, d
     assert sequences._parse(record) == (seq, declared.end)
     assert (declared.kind, declared.hashAlg, declared.ticket, declared.auth, declared.key) == \
         (kind, alg, ticket, auth, key)
+
+
+# ---------------------------------------------------------------------------- saved contexts
+# Resource managers (tpm2-abrmd, /dev/tpmrm0) save every transient object between commands:
+# a sequence's context must be saved and loaded back after any amount of data, its size
+# bounded (the record keeps a hash-state checkpoint, swtpm_py.tpm.sequences), and the
+# sequence must continue exactly.
+
+MIB = 1 << 20
+
+
+def context_save(handle: int) -> bytes:
+    """TPM2_ContextSave(handle)."""
+    return cmd(CC.ContextSave, struct.pack(">I", handle))
+
+
+def context_load(context: bytes) -> bytes:
+    """TPM2_ContextLoad(context): the marshalled TPMS_CONTEXT."""
+    return cmd(CC.ContextLoad, context)
+
+
+def cycle_context(execute: Execute, handle: int) -> tuple[int, int]:
+    """ContextSave, FlushContext, ContextLoad of ``handle``: (the new handle, the size of the
+    TPMS_CONTEXT)."""
+    response = execute(context_save(handle))
+    assert rc(response) == 0, hex(rc(response))
+    context = response[10:]
+    assert rc(execute(cmd(CC.FlushContext, struct.pack(">I", handle)))) == 0
+    loaded = execute(context_load(context))
+    assert rc(loaded) == 0, hex(rc(loaded))
+    return struct.unpack_from(">I", loaded, 10)[0], len(context)
+
+
+def max_object_context(execute: Execute) -> int:
+    """TPM_PT_MAX_OBJECT_CONTEXT, from GetCapability(TPM_PROPERTIES)."""
+    response = execute(cmd(CC.GetCapability, struct.pack(">III", 6, 0x121, 1)))
+    assert rc(response) == 0
+    prop, value = struct.unpack_from(">II", response, 19)
+    assert prop == 0x121
+    return value
+
+
+def stream(execute: Execute, handle: int, data: bytes, password: bytes = b"",
+           chunk: int = 1024) -> tuple[int, set[int]]:
+    """SequenceUpdate ``data`` in ``chunk``-octet pieces, the context saved, flushed and
+    loaded after every update: (the final handle, the context sizes seen)."""
+    sizes = set()
+    for off in range(0, len(data), chunk):
+        assert rc(execute(update(handle, data[off:off + chunk], password))) == 0
+        handle, size = cycle_context(execute, handle)
+        sizes.add(size)
+    return handle, sizes
+
+
+def big_data(n: int) -> bytes:
+    """``n`` octets that are not periodic (so no shortcut can get the digest right)."""
+    return hashlib.shake_256(b"sequence data").digest(n)
+
+
+def test_hash_sequence_of_1_mib_saved_after_every_update(tpm: Tpm) -> None:
+    """1 MiB through a SHA-256 hash sequence in 1 KiB updates, its context saved, flushed
+    and loaded after each: SequenceComplete gives hashlib's digest and the owner's real
+    ticket, and every context has the same size, below TPM_PT_MAX_OBJECT_CONTEXT."""
+    data = big_data(MIB)
+    handle = started(tpm.execute(start(b"pw", ALG.SHA256)))
+    handle, sizes = stream(tpm.execute, handle, data, b"pw")
+    assert len(sizes) == 1 and max(sizes) <= max_object_context(tpm.execute)
+    digest, ticket = parse_complete(tpm.execute(complete(handle, b"end", password=b"pw")))
+    assert digest == hashlib.sha256(data + b"end").digest()
+    mac = HASHES[TICKET_HASH].hmac(hierarchy_proof(tpm, RH.OWNER),
+                                   struct.pack(">HH", ST.HASHCHECK, ALG.SHA256), digest)
+    assert ticket == (ST.HASHCHECK, RH.OWNER, mac)
+
+
+def test_hmac_sequence_of_1_mib_saved_after_every_update(tpm: Tpm) -> None:
+    """The same with an HMAC sequence (SHA-384, a 40-octet key): the RFC 2104 HMAC of all
+    the data and the NULL ticket."""
+    key = bytes(range(40))
+    data = big_data(MIB)
+    handle = sequences.start(tpm, ALG.SHA384, b"a", hmac_key=key)
+    handle, sizes = stream(tpm.execute, handle, data, b"a")
+    assert max(sizes) <= max_object_context(tpm.execute)
+    digest, ticket = parse_complete(tpm.execute(complete(handle, b"!", password=b"a")))
+    assert digest == hmac.new(key, data + b"!", "sha384").digest()
+    assert ticket == (ST.HASHCHECK, RH.NULL, b"")
+
+
+def test_event_sequence_of_1_mib_saved_after_every_update(tpm: Tpm) -> None:
+    """The same with an event sequence: every bank's digest of all the data, each bank of
+    PCR 16 extended with it."""
+    data = big_data(MIB)
+    before = {alg: pcr_values(tpm.execute(pcr_read(alg, [16])))[0] for alg in BANKS}
+    handle = started(tpm.execute(start(b"", ALG.NULL)))
+    handle, sizes = stream(tpm.execute, handle, data)
+    assert max(sizes) <= max_object_context(tpm.execute)
+    digests = parse_digest_values(tpm.execute(event_complete(16, handle, b"last")))
+    assert digests == {alg: hashlib.new(name, data + b"last").digest()
+                       for alg, name in BANKS.items()}
+    for alg in BANKS:
+        assert pcr_values(tpm.execute(pcr_read(alg, [16])))[0] == \
+            extended(alg, before[alg], digests[alg])
+
+
+@pytest.mark.parametrize("chunks", [[5000], [1, 127, 1, 1023, 200, 64], [129] * 40])
+@pytest.mark.parametrize("kind", ["hash", "hmac", "event"])
+def test_context_size_independent_of_data(tpm: Tpm, kind: str, chunks: list[int]) -> None:
+    """Whatever was hashed (odd lengths, more than the live tail's limit), the context of a
+    sequence fits TPM_PT_MAX_OBJECT_CONTEXT; contexts taken between some updates only (the
+    live hashers and the exportable ones mixed) still give the right result."""
+    limit = max_object_context(tpm.execute)
+    key = b"k" * 64
+    if kind == "hmac":
+        handle = sequences.start(tpm, ALG.SHA256, b"", hmac_key=key)
+    else:
+        handle = started(tpm.execute(start(b"", ALG.NULL if kind == "event" else ALG.SHA1)))
+    data = big_data(sum(chunks) * 4)
+    fed, off = b"", 0
+    for i in range(4):
+        for n in chunks:
+            for piece in range(0, n, 1024):
+                part = data[off + piece:off + min(n, piece + 1024)]
+                assert rc(tpm.execute(update(handle, part))) == 0
+                fed += part
+            off += n
+        if i % 2 == 0:
+            handle, size = cycle_context(tpm.execute, handle)
+            assert size <= limit
+    if kind == "event":
+        got = parse_digest_values(tpm.execute(event_complete(RH.NULL, handle, b"")))
+        assert got == {alg: hashlib.new(name, fed).digest() for alg, name in BANKS.items()}
+    else:
+        digest, _ = parse_complete(tpm.execute(complete(handle, b"")))
+        expected = (hmac.new(key, fed, "sha256") if kind == "hmac" else hashlib.sha1(fed))
+        assert digest == expected.digest()
+
+
+def test_live_tail_is_bounded(tpm: Tpm) -> None:
+    """Without any context save, the slot record (what the volatile blob carries) stays
+    below the tail limit plus one update, however much was hashed; the sequence continues
+    across a volatile blob taken then."""
+    handle = started(tpm.execute(start(b"", ALG.SHA512)))
+    data = big_data(64 * 1024)
+    for off in range(0, len(data), 1000):
+        assert rc(tpm.execute(update(handle, data[off:off + 1000]))) == 0
+        assert len(tpm.vol.loaded_objects[handle]) < sequences.TAIL_LIMIT + 1024 + 200
+    digest, _ = parse_complete(tpm.execute(complete(handle, b"")))
+    assert digest == hashlib.sha512(data).digest()
+
+
+def old_format_record(seq: sequences.Sequence, data: bytes) -> bytes:
+    """A slot record as swtpm_py wrote it before the checkpoint format: tag 0xF1, the same
+    header, then all the data (built here by hand, field by field)."""
+    return (bytes([sequences.OLD_SEQUENCE_TAG, seq.kind]) + struct.pack(">HB", seq.hash_alg,
+                                                                      seq.ticket)
+            + struct.pack(">H", len(seq.auth_value)) + seq.auth_value
+            + struct.pack(">H", len(seq.key)) + seq.key + data)
+
+
+@pytest.mark.parametrize("size", [10, 40_000])
+def test_old_format_record_in_volatile_blob(platform: Platform, tpm: Tpm, size: int) -> None:
+    """A sequence record of the previous format in a volatile blob (an older swtpm_py's
+    state) loads: the sequence continues to the right digest and its context can be saved."""
+    data = big_data(size)
+    old = sequences.Sequence(sequences.Kind.HASH, ALG.SHA256, sequences.Ticket.SAFE, b"pw")
+    tpm.vol.loaded_objects[FIRST] = old_format_record(old, data)
+    hmac_seq = sequences.Sequence(sequences.Kind.HMAC, ALG.SHA1, sequences.Ticket.UNDECIDED,
+                                  b"", b"key")
+    tpm.vol.loaded_objects[FIRST + 1] = old_format_record(hmac_seq, data)
+    platform.storage.store(BlobKind.VOLATILE, tpm.volatile_blob())
+    again = power_on(platform)
+    assert resolve(again, FIRST).auth_value == b"pw"
+    assert rc(again.execute(update(FIRST, b"more", b"pw"))) == 0
+    handle, size_ = cycle_context(again.execute, FIRST)
+    assert size_ <= max_object_context(again.execute)
+    digest, (_, hierarchy, _) = parse_complete(again.execute(complete(handle, b"",
+                                                                      password=b"pw")))
+    assert digest == hashlib.sha256(data + b"more").digest()
+    assert hierarchy == RH.OWNER
+    handle, _ = cycle_context(again.execute, FIRST + 1)
+    digest, _ = parse_complete(again.execute(complete(handle, b"!")))
+    assert digest == hmac.new(b"key", data + b"!", "sha1").digest()
+
+
+def test_old_format_context_loads(tpm: Tpm) -> None:
+    """A context saved by the previous version (its record in the old format, protected as
+    contexts protects any record) loads and continues."""
+    from swtpm_py.tpm import contexts
+    old = sequences.Sequence(sequences.Kind.EVENT, ALG.NULL, sequences.Ticket.UNDECIDED, b"")
+    saved = contexts._protect(tpm, RH.NULL, 7, contexts.SAVED_SEQUENCE,
+                              old_format_record(old, b"logged "))
+    body = (struct.pack(">QIIH", saved["sequence"], saved["savedHandle"], saved["hierarchy"],
+                        len(saved["contextBlob"])) + saved["contextBlob"])
+    loaded = tpm.execute(context_load(body))
+    assert rc(loaded) == 0
+    handle = struct.unpack_from(">I", loaded, 10)[0]
+    digests = parse_digest_values(tpm.execute(event_complete(RH.NULL, handle, b"event")))
+    assert digests == {alg: hashlib.new(name, b"logged event").digest()
+                       for alg, name in BANKS.items()}
+
+
+def test_record_format_tags() -> None:
+    """Both record formats are sequences for the object store (SLOT_KINDS) and neither tag
+    is an object record's version."""
+    from swtpm_py.tpm import objects
+    assert {sequences.SEQUENCE_TAG, sequences.OLD_SEQUENCE_TAG} <= set(objects.SLOT_KINDS)
+    seq = sequences.Sequence(sequences.Kind.HMAC, ALG.SHA256, sequences.Ticket.UNDECIDED,
+                             b"a", b"k")
+    record = seq.header() + seq.initial() + b"tail"
+    parsed = sequences.SEQUENCE_RECORD.parse(record)
+    assert parsed.compressed == 0 and parsed.state.endswith(b"tail")
+    assert sequences.is_sequence_record(record)
+    assert sequences.is_sequence_record(old_format_record(seq, b""))
+
+
+@pytest.mark.parametrize("kind", ["hash", "hmac", "event"])
+def test_pytss_context_save_load_every_update(esapi: ESAPI, kind: str) -> None:
+    """Over the socket with tpm2-pytss, on both emulators: 64 KiB through a sequence in 1 KiB
+    sequence_update calls, context_save / flush_context / context_load after each (what a
+    resource manager does): the result is hashlib's / hmac's."""
+    data = big_data(64 * 1024)
+    if kind == "hmac":
+        key = hmac_key(esapi)
+        seq = esapi.hmac_start(key, b"seq-auth", TPM2_ALG.NULL)
+    else:
+        seq = esapi.hash_sequence_start(b"seq-auth",
+                                        TPM2_ALG.NULL if kind == "event" else TPM2_ALG.SHA256)
+    for off in range(0, len(data), 1024):
+        esapi.tr_set_auth(seq, b"seq-auth")
+        esapi.sequence_update(seq, data[off:off + 1024])
+        context = esapi.context_save(seq)
+        assert len(context.marshal()) <= 4096
+        esapi.flush_context(seq)
+        seq = esapi.context_load(context)
+    esapi.tr_set_auth(seq, b"seq-auth")
+    if kind == "event":
+        digests = esapi.event_sequence_complete(ESYS_TR.PCR16, seq, b"end")
+        got = {int(d.hashAlg): bytes(getattr(d.digest, BANKS[int(d.hashAlg)]))
+               for d in digests}
+        assert got == {alg: hashlib.new(name, data + b"end").digest()
+                       for alg, name in BANKS.items()}
+        return
+    digest, ticket = esapi.sequence_complete(seq, b"end", ESYS_TR.OWNER)
+    if kind == "hmac":
+        assert bytes(digest) == hmac.new(HMAC_KEY, data + b"end", "sha256").digest()
+        assert ticket.hierarchy == TPM2_RH.NULL
+    else:
+        assert bytes(digest) == hashlib.sha256(data + b"end").digest()
+        assert ticket.hierarchy == TPM2_RH.OWNER and len(bytes(ticket.digest)) == 64

@@ -15,7 +15,9 @@ with (Part 1 §30.3, "Context Confidentiality" and "Context Integrity")
 * symKey || iv = KDFa(SHA512, proof, "CONTEXT", sequence, savedHandle, (256 + 128) bits);
 * fingerprint: the sequence again (UINT64), checked after decryption;
 * the slot record: the object's record (:data:`swtpm_py.tpm.objects.OBJECT_RECORD`) or the
-  sequence's (:data:`swtpm_py.tpm.sequences.SEQUENCE_RECORD`), exactly as the slot holds it.
+  sequence's (:data:`swtpm_py.tpm.sequences.SEQUENCE_RECORD`, its checkpoint moved forward
+  first), as the slot holds it. A sequence record of the previous format (tag 0xF1, all the
+  data) saved by an older swtpm_py still loads: sequences converts it when it is used.
 
 totalResetCount (here resetCount) makes every object context invalid after TPM Reset; the
 clearCount of a stClear object's context makes it invalid after TPM Restart too (Part 1 §30.2).
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import construct as c
 
-from . import objects, sessions
+from . import objects, sequences, sessions
 from .commands.hash import hierarchy_proof
 from .constants import ALG, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH
 from .crypto import HASHES, kdfa
@@ -63,9 +65,9 @@ _INTEGRITY_SIZE = 2 + HASHES[CONTEXT_INTEGRITY_HASH].size
 _FINGERPRINT_SIZE = 8
 #: The largest contextBlob: what lets the ContextSave response and the ContextLoad command
 #: fit in 4096 octets (core.MAX_RESPONSE_SIZE / MAX_COMMAND_SIZE: header 10, sequence,
-#: savedHandle, hierarchy and blob size 18), below tpm2-tss's TPM2B_CONTEXT_DATA (5120). An
-#: object record is far smaller; a sequence keeps the data it hashed (swtpm_py.tpm.sequences)
-#: and can outgrow it.
+#: savedHandle, hierarchy and blob size 18), below tpm2-tss's TPM2B_CONTEXT_DATA (5120). Object
+#: and sequence records are far smaller (a sequence saves its hash state at a checkpoint,
+#: swtpm_py.tpm.sequences.compact).
 MAX_CONTEXT_SIZE = 4096 - 10 - 18
 #: TPM_PT_MAX_OBJECT_CONTEXT: the largest TPMS_CONTEXT of an object (Part 2 §6.13).
 MAX_OBJECT_CONTEXT = 8 + 4 + 4 + 2 + MAX_CONTEXT_SIZE
@@ -123,14 +125,16 @@ def save(tpm: Tpm, handle: int) -> dict[str, Any]:
     """
     record = tpm.vol.loaded_objects[handle]
     if is_sequence_record(record):
+        # The sequence's hash state at a checkpoint: bounded, whatever it has hashed.
+        record = sequences.compact(tpm, handle)
         saved, hierarchy = SAVED_SEQUENCE, RH.NULL
     else:
         obj = objects.from_record(record)
         saved = SAVED_ST_CLEAR if obj.st_clear else SAVED_OBJECT
         hierarchy = obj.hierarchy
     if _INTEGRITY_SIZE + _FINGERPRINT_SIZE + len(record) > MAX_CONTEXT_SIZE:
-        # Only a sequence that has hashed about 4 KiB gets here (see MAX_CONTEXT_SIZE; swtpm
-        # keeps a fixed-size hash state instead and never fails).
+        # Unreachable with the records of swtpm_py.tpm.objects and sequences (a sequence's
+        # record is at most about 400 octets); kept as the guard of MAX_CONTEXT_SIZE.
         raise TpmError(RC.MEMORY, detail="context larger than TPM2B_CONTEXT_DATA")
     reset = tpm.vol.state_reset
     reset.object_context_id += 1
