@@ -672,7 +672,8 @@ DECRYPT_2 = {CC.CreatePrimary, CC.CreateLoaded, CC.PCR_Event, CC.StirRandom,
              CC.PCR_SetAuthValue, CC.PCR_SetAuthPolicy, CC.SetPrimaryPolicy, CC.ECDH_ZGen,
              CC.EncryptDecrypt2, CC.HMAC, CC.CertifyCreation, CC.GetTime,
              CC.GetSessionAuditDigest, CC.GetCommandAuditDigest, CC.NV_Certify,
-             CC.Commit, CC.ZGen_2Phase, CC.MakeCredential, CC.ActivateCredential, CC.Rewrap}
+             CC.Commit, CC.ZGen_2Phase, CC.MakeCredential, CC.ActivateCredential, CC.Rewrap,
+             CC.CertifyX509}
 ENCRYPT_2 = {CC.CreatePrimary, CC.CreateLoaded, CC.ObjectChangeAuth, CC.Create, CC.Load,
              CC.LoadExternal,
              CC.ReadPublic, CC.GetRandom, CC.GetTestResult, CC.Hash, CC.StartAuthSession,
@@ -682,7 +683,7 @@ ENCRYPT_2 = {CC.CreatePrimary, CC.CreateLoaded, CC.ObjectChangeAuth, CC.Create, 
              CC.EncryptDecrypt, CC.EncryptDecrypt2, CC.HMAC, CC.CertifyCreation, CC.GetTime,
              CC.GetSessionAuditDigest, CC.GetCommandAuditDigest, CC.NV_Certify,
              CC.Commit, CC.ZGen_2Phase, CC.EC_Ephemeral, CC.MakeCredential,
-             CC.ActivateCredential, CC.Rewrap}
+             CC.ActivateCredential, CC.Rewrap, CC.CertifyX509}
 @pytest.mark.parametrize("code", sorted(COMMANDS), ids=lambda code: CC(code).name)
 def test_encryptable_parameters_are_the_references(code: int) -> None:
     """The registry derives from each command's first parameter and first response parameter

@@ -34,6 +34,9 @@ class Entity:
     admin_with_policy: bool = False
     #: Part 1 §19.8.5: exempt from dictionary-attack counting (TPMA_OBJECT.noDA, NV NO_DA).
     no_da: bool = True
+    #: An object loaded without its sensitive area: it has no authValue for any role (the
+    #: reference's IsAuthValueAvailable()).
+    public_only: bool = False
 
 
 Resolver = Callable[["Tpm", int], Entity]

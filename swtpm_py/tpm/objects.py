@@ -323,7 +323,7 @@ def entity(obj: TpmObject, handle: int) -> Entity:
                   auth_policy=Policy(pub.nameAlg, pub.authPolicy),
                   user_with_auth=bool(a & ObjectAttr.USER_WITH_AUTH) and not obj.public_only,
                   admin_with_policy=bool(a & ObjectAttr.ADMIN_WITH_POLICY),
-                  no_da=bool(a & ObjectAttr.NO_DA))
+                  no_da=bool(a & ObjectAttr.NO_DA), public_only=obj.public_only)
 
 
 def _resolve_transient(tpm: Tpm, handle: int) -> Entity:

@@ -385,7 +385,8 @@ def _auth_value_available(auth: CommandAuth, handle: int, entity: Entity, role: 
     if handle_type == HT.PCR:
         return True
     if handle_type == HT.TRANSIENT:
-        return entity.user_with_auth or (role is Auth.ADMIN and not entity.admin_with_policy)
+        return not entity.public_only and (
+            entity.user_with_auth or (role is Auth.ADMIN and not entity.admin_with_policy))
     return entity.user_with_auth
 
 

@@ -1,6 +1,6 @@
 """Attestation commands (Part 3 §18): TPM2_Certify, TPM2_CertifyCreation, TPM2_Quote,
-TPM2_GetSessionAuditDigest, TPM2_GetCommandAuditDigest, TPM2_GetTime, and TPM2_NV_Certify
-(Part 3 §31.16).
+TPM2_GetSessionAuditDigest, TPM2_GetCommandAuditDigest, TPM2_GetTime, TPM2_NV_Certify
+(Part 3 §31.16), and TPM2_CertifyX509 (an X.509 certificate instead of a TPMS_ATTEST).
 
 Each returns a TPMS_ATTEST (built and signed by :mod:`swtpm_py.tpm.attest`) and its signature.
 The checks come in the reference implementation's order (libtpms, which swtpm 0.7.1 runs): the
@@ -14,7 +14,7 @@ import hmac
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .. import audit, nv, sessions
+from .. import audit, nv, sessions, x509
 from ..attest import (TPM2B_ATTEST, TPM2B_DATA, Signer, attest, check_sign_handle,
                       firmware_version)
 from ..constants import ALG, CC, HR_HMAC_SESSION, RC, ST
@@ -23,8 +23,8 @@ from ..errors import TpmError
 from ..handles import TPMI_RH_ENDORSEMENT, TPMI_RH_NV_AUTH, TPMI_RH_NV_INDEX, ticket_param
 from ..objects import check_object_handle, lookup
 from ..registry import Auth, HandleSpec, command
-from ..signatures import TPMT_SIG_SCHEME, TPMT_SIGNATURE_NULL
-from ..wire import (MAX_ACTIVE_SESSIONS, MAX_NV_BUFFER_SIZE, TPM2B_DIGEST,
+from ..signatures import TPMT_SIG_SCHEME, TPMT_SIGNATURE_NULL, sign
+from ..wire import (MAX_ACTIVE_SESSIONS, MAX_NV_BUFFER_SIZE, TPM2B_DIGEST, TPM2B_MAX_BUFFER,
                     TPML_PCR_SELECTION, UINT16)
 from .clock import time_info
 from .object import pcr_digest, creation_ticket
@@ -206,3 +206,80 @@ def nv_certify(ctx: CommandContext, sign_handle: int, auth_handle: int, nv_index
     digest = HASHES[signer.hash_alg].digest(data) if signer.hash_alg != ALG.NULL else b""
     return attest(ctx, signer, qualifying_data, ST.ATTEST_NV_DIGEST,
                   dict(indexName=name, nvDigest=digest))
+
+
+#: swtpm 0.7.1 (libtpms 0.9, measured) numbers the handles of TPM2_CertifyX509 in its error
+#: codes the other way round: objectHandle H2, signHandle H1.
+_X509_OBJECT, _X509_SIGNER = 2, 1
+
+
+@command(CC.CertifyX509,
+         handles=(HandleSpec("objectHandle", check_object_handle, Auth.ADMIN), _sign_handle()),
+         params=(TPM2B_DATA, TPMT_SIG_SCHEME, TPM2B_MAX_BUFFER),
+         response=(TPM2B_MAX_BUFFER, TPM2B_DIGEST, TPMT_SIGNATURE_NULL))
+def certify_x509(ctx: CommandContext, object_handle: int, sign_handle: int, reserved: bytes,
+                 in_scheme: Any, partial_certificate: bytes) -> tuple:
+    """Part 3 §18.8: sign an X.509 certificate of a loaded key. The caller's
+    partialCertificate gives issuer, validity, subject and extensions (optionally the
+    signature algorithm first); the TPM adds (addedToCertificate) the version, a serial
+    number H_nameAlg(signKey)(the TBS parts || signKey's Name || the key's Name) cut to 20
+    octets, the signature algorithm when not given, and the key's subjectPublicKeyInfo, and
+    signs the digest of the TBSCertificate (tbsDigest) they make together.
+
+    The checks and their order are the reference's (libtpms TPM2_CertifyX509()): reserved
+    must be empty (TPM_RC_SIZE + P1), the signer and scheme as for every attestation, an
+    object that is not an RSA or ECC key (with a curve OID) is TPM_RC_ASYMMETRIC on
+    objectHandle, then the partialCertificate (:func:`swtpm_py.tpm.x509.split_partial`), a
+    signature algorithm the TPM cannot name TPM_RC_SCHEME on signHandle, and the extensions
+    against the key's attributes (:func:`swtpm_py.tpm.x509.check_extensions`)."""
+    tpm = ctx.tpm
+    if reserved:
+        raise TpmError(RC.SIZE, parameter=1, detail="reserved must be empty")
+    signer = Signer(tpm, sign_handle, in_scheme, handle_number=_X509_SIGNER, scheme_parameter=2)
+    obj = lookup(tpm, object_handle)
+    if not x509.can_encode_public_key(obj):
+        raise TpmError(RC.ASYMMETRIC, handle=_X509_OBJECT,
+                       detail="no subjectPublicKeyInfo for the key")
+    try:
+        partial = x509.split_partial(partial_certificate)
+    except TpmError as exc:
+        raise TpmError(exc.rc, parameter=3, detail=exc.detail) from None
+    key = signer.key
+    # signHandle takes TPM_RH_NULL (as in swtpm 0.7.1), but a certificate needs a signer:
+    # where the reference would use the missing key (the algorithm identifier it makes for
+    # three SEQUENCEs, else the serial number after the extensions; swtpm 0.7.1 dies there of
+    # a NULL dereference) this TPM answers TPM_RC_KEY on signHandle.
+    no_signer = TpmError(RC.KEY, handle=_X509_SIGNER, detail="TPM_RH_NULL cannot sign")
+    algorithm = None
+    if len(partial.sequences) == 3:
+        if key is None:
+            raise no_signer
+        algorithm = x509.signing_algorithm(key, signer.scheme, signer.hash_alg)
+        if algorithm is None:
+            raise TpmError(RC.SCHEME, handle=_X509_SIGNER,
+                           detail="no signature algorithm identifier")
+    try:
+        x509.check_extensions(int(obj.attributes), partial.extensions)
+    except TpmError as exc:
+        if exc.rc == RC.ATTRIBUTES:
+            raise TpmError(exc.rc, handle=_X509_OBJECT, detail=exc.detail) from None
+        raise TpmError(exc.rc, parameter=3, detail=exc.detail) from None
+    if key is None:
+        raise no_signer
+    issuer, validity, subject = partial.sequences[-3:]
+    public_key = x509.subject_public_key_info(obj)
+    body = ((algorithm or partial.sequences[0]) + issuer + validity + subject + public_key
+            + partial.extensions)
+    serial = HASHES[key.public.nameAlg].digest(body, key.name, obj.name)[:20]
+    version = x509.tlv(x509.CONTEXT_0, x509.integer(b"\x02"))
+    serial_number = x509.integer(serial)
+    tbs = x509.tlv(x509.SEQUENCE, version + serial_number + body)
+    tbs_digest = HASHES[signer.hash_alg].digest(tbs)
+    added = x509.tlv(x509.SEQUENCE, version + serial_number + (algorithm or b"") + public_key)
+    if signer.scheme == ALG.ECDAA:
+        # commands.ecc imports this module's neighbours: imported when first needed.
+        from .ecc import ecdaa_sign
+        signature = ecdaa_sign(tpm, key, in_scheme, signer.hash_alg, tbs_digest)
+    else:
+        signature = sign(key, signer.scheme, signer.hash_alg, tbs_digest, tpm.drbg)
+    return added, tbs_digest, signature
