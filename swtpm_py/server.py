@@ -51,6 +51,10 @@ SKIP_LIMIT = 64 * 1024
 #: Most file descriptors accepted with one control message.
 MAX_FDS = 4
 
+#: The TPM 2.0 command tags (TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS) as they start a command.
+_TAGS = (b"\x80\x01", b"\x80\x02")
+_U32 = struct.Struct(">I")
+
 
 class CommandFramer:
     """Reassembles data-channel messages by the TPM header's size field (sans-I/O).
@@ -81,6 +85,11 @@ class CommandFramer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages."""
+        if not self._buf and not self._skip and len(data) >= 10 and data[:2] in _TAGS:
+            # The common case, one whole plain command in one read: no copies.
+            size = _U32.unpack_from(data, 2)[0]
+            if size == len(data) and size <= self._max_size():
+                return [data]
         if self._skip:
             dropped = min(self._skip, len(data))
             self._skip -= dropped
@@ -110,7 +119,7 @@ class CommandFramer:
         """0 for a plain command, 9 behind a TPM_SEND_COMMAND prefix, None if undecided."""
         if len(self._buf) < 2:
             return None
-        if self._buf[:2] in (b"\x80\x01", b"\x80\x02"):
+        if self._buf[:2] in _TAGS:
             return 0
         if len(self._buf) < 4:
             return None
@@ -276,6 +285,7 @@ class Server:
         self.data: _Conn | None = None
         self.ctrl: _Conn | None = None
         self._sel = selectors.DefaultSelector()
+        self._registered: dict[Any, Callable[[], None]] = {}
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -297,18 +307,26 @@ class Server:
 
     def serve(self) -> None:
         """Run until SHUTDOWN, a signal or a terminating disconnect; then clean up."""
+        # What is watched depends only on which connections are open: the selector is
+        # re-synchronised when one of them came or went, not on every command.
+        synced: tuple[_Conn | None, _Conn | None] | None = None
         try:
             while not self._stop:
-                self._sync()
+                data, ctrl = self.data, self.ctrl
+                if synced is None or synced[0] is not data or synced[1] is not ctrl:
+                    self._sync()
+                    synced = (data, ctrl)
                 for key, _mask in self._sel.select(self._timeout()):
                     # An earlier callback of this round may have closed or replaced it.
-                    if self._stop or self._watched().get(key.fileobj) != key.data:
+                    if self._stop or ((self.data is not data or self.ctrl is not ctrl)
+                                      and self._watched().get(key.fileobj) != key.data):
                         continue
                     try:
                         key.data()
                     except Exception:  # noqa: BLE001 - nothing may end the loop
                         log.exception("internal error in the main loop")
-                self._check_deadlines()
+                if self._pending():
+                    self._check_deadlines()
         finally:
             self._close_all()
 
@@ -327,16 +345,32 @@ class Server:
         return want
 
     def _sync(self) -> None:
+        # self._registered mirrors the selector (its own map is slow to query: a miss costs
+        # a KeyError with the socket's repr() in its message).
         want = self._watched()
-        for key in list(self._sel.get_map().values()):
-            if key.fileobj not in want or want[key.fileobj] != key.data:
-                self._sel.unregister(key.fileobj)
-        registered = self._sel.get_map()
+        registered = self._registered
+        for sock, callback in list(registered.items()):
+            if want.get(sock) != callback:
+                self._forget_key(sock)
         for sock, callback in want.items():
             if sock not in registered:
                 self._sel.register(sock, selectors.EVENT_READ, callback)
+                registered[sock] = callback
+
+    def _forget_key(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (if it is watched)."""
+        if self._registered.pop(sock, None) is not None:
+            self._sel.unregister(sock)
+
+    def _pending(self) -> bool:
+        """Whether a connection holds part of a request (a deadline runs)."""
+        data, ctrl = self.data, self.ctrl
+        return ((data is not None and data.since is not None)
+                or (ctrl is not None and ctrl.since is not None))
 
     def _timeout(self) -> float | None:
+        if not self._pending():
+            return None
         times = [c.since + REQUEST_DEADLINE for c in (self.data, self.ctrl)
                  if c is not None and c.since is not None]
         if not times:
@@ -357,7 +391,11 @@ class Server:
         return _Conn(sock)
 
     def _adopt_data(self, sock: socket.socket) -> None:
-        conn = self._new_conn(sock)
+        # Non-blocking: the selector says when to read, so a read needs no poll() of its own
+        # (a socket with a timeout polls before every recv and send); _send_data applies
+        # WRITE_TIMEOUT only when a response does not leave in one send.
+        sock.setblocking(False)
+        conn = _Conn(sock)
         conn.framer = CommandFramer(lambda: self.device.buffer_size)
         self.data = conn
 
@@ -375,6 +413,8 @@ class Server:
         assert conn is not None and conn.framer is not None
         try:
             chunk = conn.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return  # a spurious wake-up: nothing to read after all
         except OSError as exc:
             log.info("data connection error: %s", exc)
             chunk = b""
@@ -397,11 +437,14 @@ class Server:
     def _respond_data(self, conn: _Conn, message: bytes) -> bool:
         """Execute ``message`` and send the reply in one write; False if the connection
         was closed."""
-        log.debug("data cmd: %s", message.hex())
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("data cmd: %s", message.hex())
         reply = self.device.data(message)
-        log.debug("data rsp: %s", reply.hex())
+        if debug:
+            log.debug("data rsp: %s", reply.hex())
         try:
-            conn.sock.sendall(reply)
+            _send_data(conn.sock, reply)
         except OSError as exc:
             log.info("could not send the response: %s", exc)
             self._close_data()
@@ -525,7 +568,7 @@ class Server:
 
     def _forget(self, sock: socket.socket) -> None:
         try:
-            self._sel.unregister(sock)
+            self._forget_key(sock)
         except (KeyError, ValueError):
             pass
         try:
@@ -560,6 +603,23 @@ def _log_bytes(data: bytes) -> str:
     if len(data) <= LOG_BYTES:
         return data.hex()
     return f"{data[:LOG_BYTES].hex()}... ({len(data)} bytes)"
+
+
+def _send_data(sock: socket.socket, reply: bytes) -> None:
+    """Send ``reply`` on the non-blocking ``sock``: in one send when the socket buffer takes
+    it (nearly always), else the rest within :data:`WRITE_TIMEOUT` (socket.timeout, an
+    OSError, when the client does not read)."""
+    try:
+        sent = sock.send(reply)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(reply):
+        return
+    sock.settimeout(WRITE_TIMEOUT)
+    try:
+        sock.sendall(memoryview(reply)[sent:])
+    finally:
+        sock.setblocking(False)
 
 
 def _close_fds(fds: list[int]) -> None:

@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -885,3 +886,52 @@ def test_inherited_fd_that_is_no_socket_is_refused(tmp_path: Path, state: Path) 
                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 1
     assert f"Bad filedescriptor {fd}" in r.stderr
+
+
+# ---------------------------------------------------------------------------- send path
+
+
+def test_framer_passes_a_whole_command_up_to_the_buffer_size_through() -> None:
+    # A whole command in one read is the fast path; the buffer size is still its limit.
+    f = CommandFramer(lambda: 4096)
+    largest = struct.pack(">HII", 0x8001, 4096, CC.ReadClock) + b"\0" * 4086
+    assert f.feed(largest) == [largest] and not f.pending
+    over = struct.pack(">HII", 0x8001, 4097, CC.ReadClock) + b"\0" * 4087
+    assert f.feed(over) == [over] and not f.pending
+    assert f.feed(READ_CLOCK) == [READ_CLOCK]          # nothing of `over` was left to skip
+
+
+def test_send_data_waits_for_a_slow_reader() -> None:
+    # A response that does not fit the socket buffer leaves in pieces as the client reads.
+    from swtpm_py.server import _send_data
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.setblocking(False)
+        payload = random.randbytes(1 << 20)
+        received = bytearray()
+
+        def read_later() -> None:
+            time.sleep(0.2)
+            while len(received) < len(payload):
+                received.extend(b.recv(65536))
+
+        reader = threading.Thread(target=read_later)
+        reader.start()
+        _send_data(a, payload)
+        reader.join(5)
+        assert bytes(received) == payload
+        assert a.gettimeout() == 0.0                     # non-blocking again for the loop
+
+
+def test_send_data_gives_up_on_a_client_that_does_not_read(monkeypatch) -> None:
+    import swtpm_py.server as server
+    monkeypatch.setattr(server, "WRITE_TIMEOUT", 0.3)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.setblocking(False)
+        start = time.monotonic()
+        with pytest.raises(OSError):
+            server._send_data(a, b"\0" * (1 << 22))
+        assert 0.25 < time.monotonic() - start < 3
