@@ -656,3 +656,34 @@ def test_pytss_admin(esys: dict[str, ESAPI]) -> None:
     got = {kind: scenario(ctx) for kind, ctx in esys.items()}
     assert got["swtpm_py"] == got["swtpm"]
     assert got["swtpm"] == [0, [True, False, True], 0, RC.DISABLED, RC.AUTH_FAIL, 0, 0, True]
+
+
+# ---------------------------------------------------------------------------- SetAlgorithmSet
+
+
+def set_algorithm_set(value: int, auth_handle: int = RH.PLATFORM) -> bytes:
+    """TPM2_SetAlgorithmSet with an empty password."""
+    return with_auth(CC.SetAlgorithmSet, struct.pack(">I", auth_handle),
+                     struct.pack(">I", value), pw_session())
+
+
+def test_set_algorithm_set_as_swtpm(any_emulator: Emulator) -> None:
+    """The platform records an algorithm set (TPM_PT_ALGORITHM_SET reports it); the owner may
+    not (TPM_RC_VALUE on the handle: not a TPMI_RH_PLATFORM); the command's TPMA_CC is
+    swtpm's (checked for every command by test_capability)."""
+    send = any_emulator.command
+    assert property_value(send(get_property(PT.ALGORITHM_SET)), PT.ALGORITHM_SET) == 0
+    assert rc(send(set_algorithm_set(5))) == 0
+    assert property_value(send(get_property(PT.ALGORITHM_SET)), PT.ALGORITHM_SET) == 5
+    assert rc(send(set_algorithm_set(7, RH.OWNER))) == RC.VALUE + 0x100
+
+
+def test_algorithm_set_is_persistent(platform: Platform) -> None:
+    """The value is persistent data: it survives power cycles."""
+    tpm = power_on(platform)
+    assert rc(tpm.execute(startup())) == 0
+    assert rc(tpm.execute(set_algorithm_set(0x12345678))) == 0
+    tpm = power_on(platform)
+    assert rc(tpm.execute(startup())) == 0
+    value = property_value(tpm.execute(get_property(PT.ALGORITHM_SET)), PT.ALGORITHM_SET)
+    assert value == 0x12345678

@@ -383,8 +383,8 @@ PROPERTIES: dict[int, Provider] = {
     PT.HR_PERSISTENT_AVAIL: persistent_avail,
     PT.NV_COUNTERS: lambda tpm: nv_usage(tpm).counters,
     PT.NV_COUNTERS_AVAIL: counters_avail,
-    # TPM2_SetAlgorithmSet is not implemented: the one algorithm set, 0.
-    PT.ALGORITHM_SET: _const(0),
+    # The platform's TPM2_SetAlgorithmSet value (0 until it sets one).
+    PT.ALGORITHM_SET: lambda tpm: tpm.perm.algorithm_set,
     PT.LOADED_CURVES: lambda tpm: len(algorithms.ECC_CURVES),
     PT.LOCKOUT_COUNTER: da.lockout_counter,
     PT.MAX_AUTH_FAIL: lambda tpm: tpm.perm.max_tries,

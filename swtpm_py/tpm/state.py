@@ -105,6 +105,8 @@ class PersistentData:
     endorsement_policy: Policy = field(default_factory=Policy)
     lockout_policy: Policy = field(default_factory=Policy)
     disable_clear: bool = False
+    #: TPM2_SetAlgorithmSet's value, reported as TPM_PT_ALGORITHM_SET.
+    algorithm_set: int = 0
     #: Part 2 §10.11.1 resetCount: TPM Resets since the last TPM2_Clear.
     reset_count: int = 0
     #: Clock (ms) as last written to NV; Clock continues from here after power loss.

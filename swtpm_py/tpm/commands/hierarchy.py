@@ -1,5 +1,6 @@
 """Hierarchy administration (Part 3 §24): TPM2_HierarchyControl, TPM2_HierarchyChangeAuth,
-TPM2_SetPrimaryPolicy, TPM2_ChangeEPS, TPM2_ChangePPS, TPM2_Clear and TPM2_ClearControl.
+TPM2_SetPrimaryPolicy, TPM2_ChangeEPS, TPM2_ChangePPS, TPM2_Clear and TPM2_ClearControl; and
+TPM2_SetAlgorithmSet (Part 3 §30.4).
 
 Where the state lives (Part 1 §14, Part 2 §8.6-8.7):
 
@@ -37,7 +38,7 @@ from ..handles import (TPMI_RH_CLEAR, TPMI_RH_ENABLES, TPMI_RH_HIERARCHY, TPMI_R
                        TPMI_RH_PLATFORM, handle_param)
 from ..registry import Auth, HandleSpec, command
 from ..state import Policy
-from ..wire import TPM2B_AUTH, TPM2B_DIGEST, TPMI_ALG_HASH_NULL
+from ..wire import TPM2B_AUTH, TPM2B_DIGEST, TPMI_ALG_HASH_NULL, UINT32
 from .hash import TICKET_HASH
 from .testing import TPMI_YES_NO
 
@@ -297,3 +298,18 @@ def clear_control(ctx: CommandContext, auth: int, disable: int) -> None:
     if auth == RH.LOCKOUT and disable != YES:
         raise TpmError(RC.AUTH_FAIL, detail="lockoutAuth may not CLEAR disableClear")
     ctx.tpm.perm.disable_clear = disable == YES
+
+
+# ---------------------------------------------------------------------------- SetAlgorithmSet
+
+
+@command(CC.SetAlgorithmSet,
+         handles=(HandleSpec("authHandle", TPMI_RH_PLATFORM, Auth.USER),),
+         params=(UINT32,),
+         nv=True)
+def set_algorithm_set(ctx: CommandContext, auth_handle: int, algorithm_set: int) -> None:
+    """Part 3 §30.4: the platform selects an algorithm set. Which algorithms a set enables is
+    the manufacturer's; this TPM (like the reference and swtpm 0.7.1) has one set of
+    algorithms whatever the value, and only records it: persistent, reported as
+    TPM_PT_ALGORITHM_SET."""
+    ctx.tpm.perm.algorithm_set = algorithm_set
