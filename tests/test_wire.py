@@ -119,3 +119,16 @@ def test_fast_auth_command_parser_is_the_construct_one(handle: int, nonce: bytes
     data = (struct.pack(">IH", handle, len(nonce)) + nonce + bytes([attrs])
             + struct.pack(">H", len(mac)) + mac + junk)[:cut]
     assert _outcome(wire.parse_auth_command, data) == _outcome(_by_construct, data)
+
+
+@given(pairs=st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF)),
+                      max_size=130))
+def test_pair_list_builds_as_its_declaration(pairs: list[tuple[int, int]]) -> None:
+    """TPML_TAGGED_TPM_PROPERTY's one-pack builder gives the octets of the construct it
+    declares, and parses them back."""
+    values = [dict(property=p, value=v) for p, v in pairs]
+    declared = c.PrefixedArray(wire.UINT32, wire.TPMS_TAGGED_PROPERTY)
+    data = wire.TPML_TAGGED_TPM_PROPERTY.build(values)
+    assert data == declared.build(values)
+    parsed = wire.TPML_TAGGED_TPM_PROPERTY.parse(data)
+    assert [(e.property, e.value) for e in parsed] == pairs

@@ -9,6 +9,7 @@ dispatcher then adds the parameter or handle number.
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any, Callable
 
 import construct as c
@@ -255,7 +256,33 @@ TPML_ALG_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_ALG_PROPERTY))
 TPML_HANDLE = compiled(c.PrefixedArray(UINT32, UINT32))
 TPML_CCA = compiled(c.PrefixedArray(UINT32, UINT32))
 TPML_CC = compiled(c.PrefixedArray(UINT32, UINT32))
-TPML_TAGGED_TPM_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_TAGGED_PROPERTY))
+class PairList(c.Construct):
+    """A TPML of (UINT32, UINT32) pairs — TPML_TAGGED_TPM_PROPERTY — parsed as its declaration
+    ``PrefixedArray(UINT32, Struct(first/UINT32, second/UINT32))`` and built with one
+    ``struct.pack``: GetCapability(TPM_PROPERTIES) returns up to 127 pairs, and building them
+    one construct at a time was most of that command's time (the tests compare the bytes with
+    swtpm's and with the declaration's)."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__()
+        self.names = (first, second)
+        self.subcon = c.PrefixedArray(UINT32, c.Struct(first / UINT32, second / UINT32))
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        return self.subcon._parsereport(stream, context, path)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        first, second = self.names
+        flat = [v for item in obj for v in (item[first], item[second])]
+        data = struct.pack(f">I{len(flat)}I", len(obj), *flat)
+        c.stream_write(stream, data, len(data), path)
+        return obj
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        raise c.SizeofError("a TPML has no fixed size")
+
+
+TPML_TAGGED_TPM_PROPERTY = PairList("property", "value")
 TPML_TAGGED_PCR_PROPERTY = compiled(c.PrefixedArray(UINT32, TPMS_TAGGED_PCR_SELECT))
 TPML_ECC_CURVE = compiled(c.PrefixedArray(UINT32, UINT16))
 TPML_TAGGED_POLICY = c.PrefixedArray(UINT32, TPMS_TAGGED_POLICY)
