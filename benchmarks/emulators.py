@@ -103,7 +103,7 @@ class Emulator:
         return self.port + 1
 
     def start(self, timeout: float = 10.0) -> "Emulator":
-        """Start the process and wait until the control port accepts connections."""
+        """Start the process and wait until both ports accept connections."""
         self.port = free_port_pair()
         argv = self.program + [
             "socket", "--tpm2",
@@ -120,7 +120,12 @@ class Emulator:
                 text = (self.state_dir / "emulator.log").read_text(errors="replace")
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {text}")
             try:
+                # Both channels must listen before the first workload connects (swtpm binds
+                # the control port first); an empty connection to the data port is harmless
+                # (tpm2-tss's swtpm TCTI makes one itself).
                 with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=0.5):
+                    pass
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     break
             except OSError:
                 if time.monotonic() > deadline:
