@@ -22,17 +22,15 @@ key — the same client work in both columns. The ratio is swtpm_py ops/s divide
 
 from __future__ import annotations
 
-import argparse
 import os
-import socket
 import struct
 from typing import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from .emulators import Emulator, read_response
-from .run import fmt, measure
+from . import sidebyside
+from .sidebyside import Send, Workload
 
 SHA256, RSA, ECC, RSASSA, ECDSA, NULL = 0x000B, 0x0001, 0x0023, 0x0014, 0x0018, 0x0010
 TPM_RH_ENDORSEMENT, TPM_RS_PW = 0x4000000B, 0x40000009
@@ -44,8 +42,6 @@ AK_ATTRIBUTES = 0x00050472
 #: TPML_PCR_SELECTION of sha256 PCRs 0-7.
 PCRS_0_7 = struct.pack(">IHB", 1, SHA256, 3) + b"\xff\x00\x00"
 
-Send = Callable[[bytes], bytes]
-Workload = Callable[[Send], Callable[[], None]]
 
 
 def _b2(data: bytes) -> bytes:
@@ -165,42 +161,9 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
 }
 
 
-def _sender(sock: socket.socket) -> Send:
-    def send(command: bytes) -> bytes:
-        sock.sendall(command)
-        return read_response(sock)
-
-    return send
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.attest``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=1.0,
-                        help="seconds per measurement (default 1)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="a fixed number of operations per measurement instead")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated subset of: " + ", ".join(WORKLOADS))
-    args = parser.parse_args(argv)
-    names = [n for n in args.workloads.split(",") if n]
-    for name in names:
-        if name not in WORKLOADS:
-            parser.error(f"unknown workload {name!r}")
-    results: dict[str, dict[str, float]] = {name: {} for name in names}
-    for kind in ("swtpm_py", "swtpm"):
-        for name in names:
-            # A fresh emulator per workload: no object is left from the last one.
-            with Emulator(kind) as emu, emu.connect() as sock:
-                op = WORKLOADS[name][1](_sender(sock))
-                results[name][kind] = measure(op, args.duration, args.iterations)
-    print(f"{'workload':<10} {'swtpm_py ops/s':>15} {'swtpm ops/s':>12} {'ratio':>6}  what")
-    for name in names:
-        ours, theirs = results[name]["swtpm_py"], results[name]["swtpm"]
-        print(f"{name:<10} {fmt(ours):>15} {fmt(theirs):>12} {ours / theirs:>6.2f}  "
-              f"{WORKLOADS[name][0]}")
-    return 0
+    return sidebyside.main("python -m benchmarks.attest", __doc__, WORKLOADS, argv)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,8 @@ The ratio is swtpm_py ops/s divided by swtpm ops/s.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
-import socket
 import struct
 import sys
 from pathlib import Path
@@ -50,8 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 
 from swtpm_py.tpm.objects_wire import parse_public
 
-from .emulators import Emulator, read_response
-from .run import fmt, measure
+from . import sidebyside
+from .sidebyside import Send, Workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -71,8 +69,6 @@ NULL_TICKET = struct.pack(">HI", TPM_ST_HASHCHECK, TPM_RH_NULL) + b2(b"")
 DIGEST = hashlib.sha256(b"benchmark").digest()
 PREHASHED = Prehashed(hashes.SHA256())
 
-Send = Callable[[bytes], bytes]
-Workload = Callable[[Send], Callable[[], None]]
 
 
 def _checked(send: Send, command: bytes) -> bytes:
@@ -243,48 +239,9 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
 }
 
 
-def _fmt(value: float) -> str:
-    """An ops/s cell; slow operations keep two decimals."""
-    return f"{value:.2f}" if value < 10 else fmt(value)
-
-
-def _sender(sock: socket.socket) -> Send:
-    def send(command: bytes) -> bytes:
-        sock.sendall(command)
-        return read_response(sock)
-
-    return send
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.objects``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.objects", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=1.0,
-                        help="seconds per measurement (default 1)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="a fixed number of operations per measurement instead")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated subset of: " + ", ".join(WORKLOADS))
-    args = parser.parse_args(argv)
-    names = [n for n in args.workloads.split(",") if n]
-    for name in names:
-        if name not in WORKLOADS:
-            parser.error(f"unknown workload {name!r}")
-    results: dict[str, dict[str, float]] = {name: {} for name in names}
-    for kind in ("swtpm_py", "swtpm"):
-        for name in names:
-            # A fresh emulator per workload: no object is left from the last one.
-            with Emulator(kind) as emu, emu.connect() as sock:
-                op = WORKLOADS[name][1](_sender(sock))
-                results[name][kind] = measure(op, args.duration, args.iterations)
-    width = max(len(n) for n in names)
-    print(f"{'workload':<{width}} {'swtpm_py ops/s':>15} {'swtpm ops/s':>12} {'ratio':>6}  what")
-    for name in names:
-        ours, theirs = results[name]["swtpm_py"], results[name]["swtpm"]
-        print(f"{name:<{width}} {_fmt(ours):>15} {_fmt(theirs):>12} {ours / theirs:>6.2f}  "
-              f"{WORKLOADS[name][0]}")
-    return 0
+    return sidebyside.main("python -m benchmarks.objects", __doc__, WORKLOADS, argv)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,14 @@ so its cost is in both columns. The ratio is swtpm_py ops/s divided by swtpm ops
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import socket
 import struct
 import sys
 from pathlib import Path
 from typing import Callable
 
-from .emulators import Emulator, read_response
-from .run import fmt, measure
+from . import sidebyside
+from .sidebyside import Send, Workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -52,8 +50,6 @@ PCR = 16
 #: TPML_PCR_SELECTION of sha256 PCRs 0-7.
 PCRS_0_7 = u32(1) + u16(SHA256) + b"\x03\xff\x00\x00"
 
-Send = Callable[[bytes], bytes]
-Workload = Callable[[Send], Callable[[], None]]
 
 
 def _checked(send: Send, command: bytes) -> bytes:
@@ -121,42 +117,9 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
 }
 
 
-def _sender(sock: socket.socket) -> Send:
-    def send(command: bytes) -> bytes:
-        sock.sendall(command)
-        return read_response(sock)
-
-    return send
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.sessions``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sessions", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=1.0,
-                        help="seconds per measurement (default 1)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="a fixed number of operations per measurement instead")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated subset of: " + ", ".join(WORKLOADS))
-    args = parser.parse_args(argv)
-    names = [n for n in args.workloads.split(",") if n]
-    for name in names:
-        if name not in WORKLOADS:
-            parser.error(f"unknown workload {name!r}")
-    results: dict[str, dict[str, float]] = {name: {} for name in names}
-    for kind in ("swtpm_py", "swtpm"):
-        for name in names:
-            # A fresh emulator per workload: no session or object is left from the last one.
-            with Emulator(kind) as emu, emu.connect() as sock:
-                op = WORKLOADS[name][1](_sender(sock))
-                results[name][kind] = measure(op, args.duration, args.iterations)
-    print(f"{'workload':<11} {'swtpm_py ops/s':>15} {'swtpm ops/s':>12} {'ratio':>6}  what")
-    for name in names:
-        ours, theirs = results[name]["swtpm_py"], results[name]["swtpm"]
-        print(f"{name:<11} {fmt(ours):>15} {fmt(theirs):>12} {ours / theirs:>6.2f}  "
-              f"{WORKLOADS[name][0]}")
-    return 0
+    return sidebyside.main("python -m benchmarks.sessions", __doc__, WORKLOADS, argv)
 
 
 if __name__ == "__main__":
