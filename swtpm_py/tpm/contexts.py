@@ -39,6 +39,7 @@ from .constants import ALG, HR_HMAC_SESSION, HR_POLICY_SESSION, HT, RC, RH
 from .crypto import HASHES, kdfa
 from .errors import TpmError
 from .handles import TPMI_RH_HIERARCHY_NULL
+from .protection import split_digest
 from .sequences import is_sequence_record
 from .state import SessionState, from_jsonable, to_jsonable
 from .symcipher import cfb_decrypt, cfb_encrypt
@@ -229,17 +230,10 @@ def load(tpm: Tpm, context: Any) -> int:
     # The reference returns the unmarshalling result of the integrity as it is, so a
     # truncated one is TPM_RC_INSUFFICIENT without a parameter number (measured on swtpm
     # 0.7.1: 0x09A).
-    if len(blob) < 2:
-        raise TpmError(RC.INSUFFICIENT, detail="no integrity")
-    size = int.from_bytes(blob[:2], "big")
-    if size > max(h.size for h in HASHES.values()):
-        # TPM2B_DIGEST_Unmarshal(): larger than any digest, TPM_RC_SIZE (unnumbered, 0x095).
-        raise TpmError(RC.SIZE, detail="integrity larger than a digest")
-    if len(blob) < 2 + size:
-        raise TpmError(RC.INSUFFICIENT, detail="integrity truncated")
-    if size != HASHES[CONTEXT_INTEGRITY_HASH].size:
+    # TPM2B_DIGEST_Unmarshal(): larger than any digest is TPM_RC_SIZE (unnumbered, 0x095).
+    integrity, encrypted = split_digest(blob)
+    if len(integrity) != HASHES[CONTEXT_INTEGRITY_HASH].size:
         raise TpmError(RC.SIZE, parameter=1, detail="integrity is not a SHA-512 digest")
-    integrity, encrypted = blob[2:2 + size], blob[2 + size:]
     if len(encrypted) < _FINGERPRINT_SIZE:
         raise TpmError(RC.SIZE, parameter=1, detail="no room for the fingerprint")
     proof = hierarchy_proof(tpm, context.hierarchy)

@@ -28,6 +28,7 @@ from .constants import RC
 from .crypto import HASHES, kdfa
 from .errors import TpmError
 from .symcipher import BLOCK_SIZES, cfb_decrypt, cfb_encrypt
+from .wire import MAX_DIGEST_SIZE
 
 STORAGE_LABEL = b"STORAGE"
 INTEGRITY_LABEL = b"INTEGRITY"
@@ -65,26 +66,12 @@ def unwrap(parent_public: Any, parent_seed: bytes, name: bytes, private: bytes) 
     TPM_RC_SENSITIVE (format-0, so never numbered).
     """
     hash_alg, cipher, sym_key, hmac_key = _protection_keys(parent_public, parent_seed, name)
-    if len(private) < 2:
-        raise TpmError(RC.INSUFFICIENT, detail="private area without integrity")
-    size = int.from_bytes(private[:2], "big")
-    if size > max(h.size for h in HASHES.values()):
-        raise TpmError(RC.SIZE, detail="integrity larger than a digest")
-    if len(private) < 2 + size:
-        raise TpmError(RC.INSUFFICIENT, detail="integrity truncated")
-    integrity, body = private[2:2 + size], private[2 + size:]
+    integrity, body = split_digest(private)
     if not hmac.compare_digest(integrity, HASHES[hash_alg].hmac(hmac_key, body, name)):
         raise TpmError(RC.INTEGRITY, detail="private area integrity check failed")
-    if len(body) < 2:
-        raise TpmError(RC.INSUFFICIENT, detail="no IV")
-    iv_size = int.from_bytes(body[:2], "big")
-    if iv_size > max(BLOCK_SIZES.values()):
-        raise TpmError(RC.SIZE, detail="IV larger than a block")
-    if len(body) < 2 + iv_size:
-        raise TpmError(RC.INSUFFICIENT, detail="IV truncated")
-    if iv_size != BLOCK_SIZES[cipher]:
+    iv, enc = split_tpm2b(body, max(BLOCK_SIZES.values()), "IV")
+    if len(iv) != BLOCK_SIZES[cipher]:
         raise TpmError(RC.VALUE, detail="IV is not one block")
-    iv, enc = body[2:2 + iv_size], body[2 + iv_size:]
     plain = cfb_decrypt(cipher, sym_key, iv, enc)
     if len(plain) < 2 or int.from_bytes(plain[:2], "big") + 2 != len(plain):
         raise TpmError(RC.SENSITIVE, detail="sensitive area size mismatch")
@@ -123,14 +110,20 @@ def outer_unwrap(protector_public: Any, seed: bytes, name: bytes, blob: bytes) -
     return cfb_decrypt(cipher, sym_key, bytes(BLOCK_SIZES[cipher]), enc)
 
 
-def split_digest(blob: bytes) -> tuple[bytes, bytes]:
-    """Unmarshal a leading TPM2B_DIGEST: (digest, rest). Fewer octets than announced is
-    TPM_RC_INSUFFICIENT, a size larger than any digest TPM_RC_SIZE."""
+def split_tpm2b(blob: bytes, max_size: int, what: str) -> tuple[bytes, bytes]:
+    """Unmarshal a leading TPM2B of at most ``max_size`` octets: (its contents, the rest).
+    Fewer octets than announced is TPM_RC_INSUFFICIENT, a larger size TPM_RC_SIZE (both
+    unnumbered, as the reference's unmarshalling inside a blob returns them)."""
     if len(blob) < 2:
-        raise TpmError(RC.INSUFFICIENT, detail="no integrity field")
+        raise TpmError(RC.INSUFFICIENT, detail=f"no {what}")
     size = int.from_bytes(blob[:2], "big")
-    if size > max(h.size for h in HASHES.values()):
-        raise TpmError(RC.SIZE, detail="integrity larger than a digest")
+    if size > max_size:
+        raise TpmError(RC.SIZE, detail=f"{what} of {size} octets is too large")
     if len(blob) < 2 + size:
-        raise TpmError(RC.INSUFFICIENT, detail="integrity truncated")
+        raise TpmError(RC.INSUFFICIENT, detail=f"{what} truncated")
     return blob[2:2 + size], blob[2 + size:]
+
+
+def split_digest(blob: bytes) -> tuple[bytes, bytes]:
+    """Unmarshal a leading TPM2B_DIGEST (an integrity field): (digest, rest)."""
+    return split_tpm2b(blob, MAX_DIGEST_SIZE, "integrity")
