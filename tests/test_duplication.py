@@ -104,19 +104,6 @@ def flush_all(send: Callable[[bytes], bytes]) -> None:
         send(flush(h))
 
 
-@pytest.fixture(scope="module")
-def emulators(tmp_path_factory: pytest.TempPathFactory):
-    """swtpm_py and the real swtpm, started once for the module."""
-    emus: dict[str, Emulator] = {}
-    try:
-        for kind in ("swtpm_py", "swtpm"):
-            emus[kind] = Emulator(kind, tmp_path_factory.mktemp(kind) / "state").start()
-        yield emus
-    finally:
-        for emu in emus.values():
-            emu.cleanup()
-
-
 def _created(send: Callable[[bytes], bytes], parent: int, template: bytes) -> dict:
     resp = send(create(parent, template))
     assert rc(resp) == 0, hex(rc(resp))
@@ -181,10 +168,10 @@ def _error_codes(send: Callable[[bytes], bytes]) -> list[int]:
     return codes
 
 
-def test_error_codes_match_swtpm(emulators: dict[str, Emulator]) -> None:
+def test_error_codes_match_swtpm(pair: dict[str, Emulator]) -> None:
     """The same calls get swtpm 0.7.1's codes from swtpm_py (measured there)."""
     results = {}
-    for kind, emu in emulators.items():
+    for kind, emu in pair.items():
         send = retrying(emu.command)
         try:
             results[kind] = [hex(c) for c in _error_codes(send)]
@@ -225,12 +212,12 @@ def _edge_codes(send: Callable[[bytes], bytes]) -> list[int]:
     return codes
 
 
-def test_edge_cases_match_swtpm(emulators: dict[str, Emulator]) -> None:
+def test_edge_cases_match_swtpm(pair: dict[str, Emulator]) -> None:
     """Boundary calls get swtpm 0.7.1's codes (measured there): an empty duplicate is
     TPM_RC_INSUFFICIENT + P3, a public-only object cannot be authorized for duplication
     (TPM_RC_AUTH_UNAVAILABLE), a seed-less Rewrap from a parent TPM_RC_HANDLE + H1."""
     results = {}
-    for kind, emu in emulators.items():
+    for kind, emu in pair.items():
         send = retrying(emu.command)
         try:
             results[kind] = [hex(c) for c in _edge_codes(send)]
@@ -301,12 +288,12 @@ def _selection_codes(send: Callable[[bytes], bytes]) -> list[int]:
     return codes
 
 
-def test_duplication_select_and_rewrap(emulators: dict[str, Emulator]) -> None:
+def test_duplication_select_and_rewrap(pair: dict[str, Emulator]) -> None:
     """PolicyDuplicationSelect limits TPM2_Duplicate to the selected new parent
     (TPM_RC_POLICY_FAIL + S1 otherwise); Rewrap from TPM_RH_NULL to a parent and back; the
     rewrapped blob imports and loads. Codes as swtpm 0.7.1's."""
     results = {}
-    for kind, emu in emulators.items():
+    for kind, emu in pair.items():
         send = retrying(emu.command)
         try:
             results[kind] = [hex(c) for c in _selection_codes(send)]
@@ -317,12 +304,12 @@ def test_duplication_select_and_rewrap(emulators: dict[str, Emulator]) -> None:
         0, RC.POLICY_FAIL | S1, 0, RC.POLICY_FAIL | S1, 0, 0, 0, 0, 0, 0)]
 
 
-def test_null_parent_inner_wrapper_opens_outside(emulators: dict[str, Emulator]) -> None:
+def test_null_parent_inner_wrapper_opens_outside(pair: dict[str, Emulator]) -> None:
     """TPM2_Duplicate to TPM_RH_NULL with an AES-128 inner wrapper and no key given: the TPM
     returns the key it chose and no seed; the blob opens here (AES-CFB, zero IV) with
     H_nameAlg(TPM2B_SENSITIVE || Name) in front, and the sensitive area holds a prime factor
     of the key's modulus. The same blob without the inner wrapper is the plain TPM2B."""
-    for kind, emu in emulators.items():
+    for kind, emu in pair.items():
         send = retrying(emu.command)
         try:
             parent = handle_of(send(create_primary(rsa_template(STORAGE))))
@@ -375,10 +362,10 @@ def outside_duplicate(parent_public: bytes) -> tuple:
     return priv, public, b2(integrity) + enc, enc_seed
 
 
-def test_outside_blob_imports_and_signs(emulators: dict[str, Emulator]) -> None:
+def test_outside_blob_imports_and_signs(pair: dict[str, Emulator]) -> None:
     """A key duplicated here to the TPM's storage key imports; loaded from the returned
     private area it signs, and the signature verifies with the key made here."""
-    for kind, emu in emulators.items():
+    for kind, emu in pair.items():
         send = retrying(emu.command)
         try:
             parent = handle_of(send(create_primary(rsa_template(STORAGE))))
@@ -554,12 +541,12 @@ def test_pytss_duplicate_import(any_emulator: Emulator) -> None:
         ctx.close()
 
 
-def test_command_attributes_match_swtpm(emulators: dict[str, Emulator]) -> None:
+def test_command_attributes_match_swtpm(pair: dict[str, Emulator]) -> None:
     """TPMA_CC of the credential and duplication commands as swtpm 0.7.1 reports them."""
     for code in (CC.MakeCredential, CC.ActivateCredential, CC.Duplicate, CC.Rewrap,
                  CC.Import):
         answers = []
-        for emu in emulators.values():
+        for emu in pair.values():
             resp = emu.command(cmd(CC.GetCapability, u32(2) + u32(code) + u32(1)))
             assert rc(resp) == 0
             # moreData, capability, count, then the TPMA_CC.

@@ -31,12 +31,12 @@ from tpm2_pytss.constants import (ESYS_TR, TPM2_ALG, TPM2_CC, TPM2_SE, TPMA_OBJE
                                   TPMA_SESSION)
 from tpm2_pytss.types import (TPM2B_AUTH, TPM2B_EVENT, TPM2B_MAX_BUFFER, TPM2B_PUBLIC,
                               TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPMS_ATTEST,
-                              TPMS_SENSITIVE_CREATE, TPMT_SYM_DEF, TPMU_SYM_KEY_BITS,
-                              TPMU_SYM_MODE)
+                              TPMS_SENSITIVE_CREATE)
 
 import sessclient as sc
 from emulator import Emulator, free_port_pair
 from sessclient import b2, u16, u32
+from test_sessions import sym_def
 
 from swtpm_py.control import Device, DeviceOptions
 from swtpm_py.server import Server, ServerConfig, TransportError, tcp_listener
@@ -99,17 +99,6 @@ def in_process() -> Iterator[InProcess]:
 def connect(port: int) -> ESAPI:
     """ESAPI over tpm2-tss's swtpm TCTI."""
     return ESAPI(TCTILdr("swtpm", f"host=127.0.0.1,port={port}"))
-
-
-def sym_def(kind: str) -> TPMT_SYM_DEF:
-    """A TPMT_SYM_DEF: null, xor, aes128 or aes256 (CFB)."""
-    if kind == "null":
-        return TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
-    if kind == "xor":
-        return TPMT_SYM_DEF(algorithm=TPM2_ALG.XOR,
-                            keyBits=TPMU_SYM_KEY_BITS(exclusiveOr=TPM2_ALG.SHA256))
-    return TPMT_SYM_DEF(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=int(kind[3:])),
-                        mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
 
 
 # ---------------------------------------------------------------------------- audit
