@@ -31,6 +31,7 @@ from swtpm_py.tpm.properties import CAPACITY
 from swtpm_py.tpm.state import BlobKind
 
 from emulator import Emulator
+from test_objects import new_tpm, ok
 from objcmd import (STORAGE, authed, b2, cmd, create, create_primary, ecc_template, flush,
                     load, parse_create, parse_create_primary, parse_load, parse_read_public,
                     rc, read_public, u16)
@@ -97,21 +98,6 @@ def seq_complete(handle: int, data: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------- in process
-
-
-def new_tpm(storage: MemoryStorage | None = None) -> Tpm:
-    """A TPM powered on and started with Startup(CLEAR)."""
-    tpm = Tpm(Platform(storage or MemoryStorage()))
-    tpm.power_on()
-    assert rc(tpm.execute(cmd(CC.Startup, u16(0)))) == 0
-    return tpm
-
-
-def ok(tpm: Tpm, command: bytes) -> bytes:
-    """Execute ``command``, which must succeed."""
-    response = tpm.execute(command)
-    assert rc(response) == 0, hex(rc(response))
-    return response
 
 
 def restart(tpm: Tpm, storage: MemoryStorage, shutdown: int, startup: int) -> Tpm:
